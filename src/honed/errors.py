@@ -1,0 +1,33 @@
+"""The one exception hierarchy: every user-facing failure is a HonedError with a message that names
+what went wrong, where (file:line or recipe key), the value seen, and the fix.
+
+The CLI prints `error: <message>` on one line and exits 2; the library never prints or exits.
+"""
+
+
+class HonedError(Exception):
+    """Base class for errors caused by the user's input or environment, not by a bug in honed."""
+
+
+class ConfigError(HonedError):
+    """A recipe or CLI override is invalid."""
+
+
+class DataError(HonedError):
+    """A dataset file or row is missing, malformed or unusable."""
+
+
+class ModelError(HonedError):
+    """A base model cannot be found, downloaded or loaded."""
+
+
+class TrainingError(HonedError):
+    """Training cannot continue (non-finite loss, incompatible checkpoint...)."""
+
+
+class TrainingInterrupted(HonedError):
+    """Training was stopped by a signal after saving a checkpoint; the message says how to resume."""
+
+
+class ExportError(HonedError):
+    """An export failed or its parity check did not hold."""

@@ -36,6 +36,10 @@ class DataConfig(_Strict):
     train: str = Field(..., description="Training file: .jsonl, .csv or .parquet. Relative paths are "
                        "resolved against the recipe file's folder.")
     validation: str | None = Field(None, description="Validation file, same formats as train.")
+    holdout_fraction: float | None = Field(
+        None, gt=0.0, lt=1.0, description="With no validation file: hold out this fraction of the training "
+        "rows as validation, chosen by a hash of the row's content (deterministic, no overlap)."
+    )
     format: Literal["auto", "chat", "prompt_completion", "template"] = Field(
         "auto",
         description="chat: a `messages` list; prompt_completion: `prompt` and `completion` fields; template: "
@@ -64,6 +68,8 @@ class DataConfig(_Strict):
         if self.format in ("chat", "prompt_completion") and (self.prompt_template or self.completion_template):
             problems.append(f"data.prompt_template/completion_template are only used with format 'template', "
                             f"not {self.format!r}")
+        if self.validation and self.holdout_fraction:
+            problems.append("set data.validation or data.holdout_fraction, not both")
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -143,8 +149,9 @@ class Recipe(_Strict):
 
     @model_validator(mode="after")
     def _eval_split_exists(self) -> Recipe:
-        if self.eval.split == "validation" and self.data.validation is None and self.eval.max_rows != 0:
+        has_validation = self.data.validation is not None or self.data.holdout_fraction is not None
+        if self.eval.split == "validation" and not has_validation:
             # Evaluation falls back to nothing silently otherwise; say it up front.
-            raise ValueError("eval.split is 'validation' but data.validation is not set: add a validation "
-                             "file or set eval.split: train")
+            raise ValueError("eval.split is 'validation' but neither data.validation nor "
+                             "data.holdout_fraction is set: add one, or set eval.split: train")
         return self

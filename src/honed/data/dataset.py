@@ -1,0 +1,178 @@
+"""From a recipe's data section to tokenized examples and evaluation rows, with a data report.
+
+Every row is accounted for: read, turned into messages, tokenized, then kept, skipped as malformed
+(`data.on_bad_row: skip`), or handled as too long (`data.on_too_long`). The report counts each outcome and
+keeps the first few reasons with their file:line, so nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from honed.config.schema import DataConfig, Recipe
+from honed.data.formats import RowError, detect_format, split_prompt, to_messages
+from honed.data.sources import read_rows
+from honed.data.tokenize import IGNORE, Encoded, encode_example
+from honed.errors import DataError
+
+MAX_REPORTED_PROBLEMS = 20
+
+
+@dataclass
+class Row:
+    """One usable data row: where it came from, its conversation, and the raw fields."""
+
+    location: str
+    messages: list[dict[str, str]]
+    fields: dict[str, Any]
+
+
+@dataclass
+class SplitReport:
+    """What happened to every row of one split."""
+
+    rows_read: int = 0
+    examples: int = 0
+    skipped_bad_rows: int = 0
+    too_long: int = 0
+    too_long_action: str = "skip"
+    problems: list[str] = field(default_factory=list)
+    token_lengths: list[int] = field(default_factory=list)
+    label_tokens: int = 0
+
+    def note(self, message: str) -> None:
+        if len(self.problems) < MAX_REPORTED_PROBLEMS:
+            self.problems.append(message)
+
+    def as_dict(self) -> dict[str, Any]:
+        lengths = sorted(self.token_lengths)
+        stats = {}
+        if lengths:
+            stats = {"min": lengths[0], "mean": round(sum(lengths) / len(lengths), 1),
+                     "p95": lengths[int(0.95 * (len(lengths) - 1))], "max": lengths[-1], "total": sum(lengths)}
+        return {"rows_read": self.rows_read, "examples": self.examples,
+                "skipped_bad_rows": self.skipped_bad_rows, "too_long": self.too_long,
+                "too_long_action": self.too_long_action, "tokens": stats, "label_tokens": self.label_tokens,
+                "problems": self.problems}
+
+
+def iter_rows(cfg: DataConfig, split: str, report: SplitReport) -> Iterator[Row]:
+    """Usable rows of `split` ("train" or "validation"), honouring on_bad_row, holdout and row caps."""
+    path, holdout = _split_source(cfg, split)
+    limit = cfg.max_train_rows if split == "train" else cfg.max_validation_rows
+    fmt = None if cfg.format == "auto" else cfg.format
+    kept = 0
+    for source in read_rows(path):
+        if holdout is not None and source.row is not None and _is_held_out(source.row, cfg) != holdout:
+            continue
+        report.rows_read += 1
+        try:
+            if source.error:
+                raise RowError(source.error)
+            fmt = fmt or detect_format(source.row, source.location)
+            messages = to_messages(source.row, fmt, cfg)
+        except RowError as exc:
+            _bad_row(cfg, report, f"{source.location}: {exc}")
+            continue
+        yield Row(source.location, messages, source.row)
+        kept += 1
+        if limit is not None and kept >= limit:
+            return
+
+
+def _split_source(cfg: DataConfig, split: str) -> tuple[str, bool | None]:
+    """The file a split reads and, for a hash holdout, whether it keeps held-out rows (True) or the rest."""
+    if split == "train":
+        return cfg.train, (False if cfg.holdout_fraction else None)
+    if cfg.validation:
+        return cfg.validation, None
+    if cfg.holdout_fraction:
+        return cfg.train, True
+    raise DataError("no validation data: set data.validation or data.holdout_fraction")
+
+
+def _is_held_out(row: dict[str, Any], cfg: DataConfig) -> bool:
+    digest = hashlib.sha256(json.dumps(row, sort_keys=True, default=str).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < (cfg.holdout_fraction or 0.0)
+
+
+def _bad_row(cfg: DataConfig, report: SplitReport, message: str) -> None:
+    if cfg.on_bad_row == "error":
+        raise DataError(f"{message} (set data.on_bad_row: skip to count and skip such rows)")
+    report.skipped_bad_rows += 1
+    report.note(message)
+
+
+def build_examples(cfg: DataConfig, tokenizer, split: str) -> tuple[list[Encoded], SplitReport]:
+    """Tokenized, masked examples of a split and the report of every row's fate."""
+    report = SplitReport(too_long_action=cfg.on_too_long)
+    examples = []
+    for row in iter_rows(cfg, split, report):
+        try:
+            encoded = encode_example(tokenizer, row.messages)
+        except RowError as exc:
+            _bad_row(cfg, report, f"{row.location}: {exc}")
+            continue
+        report.token_lengths.append(len(encoded.input_ids))
+        if len(encoded.input_ids) > cfg.max_seq_len:
+            encoded = _too_long(cfg, report, row.location, encoded)
+            if encoded is None:
+                continue
+        report.label_tokens += encoded.num_labels
+        examples.append(encoded)
+    report.examples = len(examples)
+    if not examples:
+        raise DataError(f"{split} data: no usable examples out of {report.rows_read} rows "
+                        f"({report.skipped_bad_rows} malformed, {report.too_long} too long)")
+    return examples, report
+
+
+def _too_long(cfg: DataConfig, report: SplitReport, where: str, encoded: Encoded) -> Encoded | None:
+    report.too_long += 1
+    message = f"{where}: {len(encoded.input_ids)} tokens > data.max_seq_len {cfg.max_seq_len}"
+    if cfg.on_too_long == "error":
+        raise DataError(f"{message}; raise max_seq_len or set data.on_too_long: skip or truncate")
+    report.note(f"{message} ({'skipped' if cfg.on_too_long == 'skip' else 'truncated'})")
+    if cfg.on_too_long == "skip":
+        return None
+    cut = Encoded(encoded.input_ids[: cfg.max_seq_len], encoded.labels[: cfg.max_seq_len])
+    return cut if any(label != IGNORE for label in cut.labels) else None
+
+
+@dataclass
+class EvalRow:
+    """A held-out row to generate for: prompt messages, the reference answer, and its slice value."""
+
+    location: str
+    prompt: list[dict[str, str]]
+    reference: str
+    slice: str | None
+
+
+def load_eval_rows(recipe: Recipe) -> list[EvalRow]:
+    """The first `eval.max_rows` usable rows of the evaluation split."""
+    cfg = recipe.data
+    report = SplitReport()
+    rows = []
+    for row in iter_rows(cfg, recipe.eval.split, report):
+        prompt, reference = split_prompt(row.messages)
+        value = row.fields.get(cfg.slice_field) if cfg.slice_field else None
+        rows.append(EvalRow(row.location, prompt, reference, None if value is None else str(value)))
+        if recipe.eval.max_rows is not None and len(rows) >= recipe.eval.max_rows:
+            break
+    return rows
+
+
+def validate(recipe: Recipe, tokenizer=None) -> dict[str, Any]:
+    """Check a recipe's data without training: read every row, tokenize, and report per split."""
+    if tokenizer is None:
+        from honed.models.load import load_tokenizer, resolve_base
+
+        tokenizer = load_tokenizer(resolve_base(recipe.model.base, recipe.model.revision).folder,
+                                   recipe.model.trust_remote_code)
+    splits = ["train"] + (["validation"] if recipe.data.validation or recipe.data.holdout_fraction else [])
+    return {split: build_examples(recipe.data, tokenizer, split)[1].as_dict() for split in splits}

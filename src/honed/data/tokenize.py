@@ -1,0 +1,76 @@
+"""Render conversations with the model's own chat template and build the loss mask.
+
+`render_prompt` is the one function that turns prompt messages into the text a model continues: training,
+evaluation and serving all call it, so the three can never drift apart. `encode_example` renders a whole
+conversation and labels exactly the assistant answers plus their end-of-turn token; every other token
+(system, user, role headers, padding) gets the label -100 and no loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from honed.data.formats import RowError
+
+IGNORE = -100
+
+
+@dataclass
+class Encoded:
+    """A tokenized training example: ids and labels of equal length (labels -100 where no loss)."""
+
+    input_ids: list[int]
+    labels: list[int]
+
+    @property
+    def num_labels(self) -> int:
+        return sum(label != IGNORE for label in self.labels)
+
+
+def render_prompt(tokenizer, messages: list[dict[str, str]]) -> str:
+    """The text a model should continue to answer `messages` (chat template + generation prompt)."""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def render_conversation(tokenizer, messages: list[dict[str, str]]) -> str:
+    """The whole conversation, answers included, as the chat template writes it."""
+    return tokenizer.apply_chat_template(messages, tokenize=False)
+
+
+def answer_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character spans of each assistant answer + end-of-turn token."""
+    full = render_conversation(tokenizer, messages)
+    spans = []
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        prefix = render_prompt(tokenizer, messages[:i])
+        upto = render_conversation(tokenizer, messages[: i + 1])
+        if not full.startswith(prefix) or not full.startswith(upto) or not upto.startswith(prefix):
+            raise RowError("the chat template does not render this conversation as a growing prefix, so the "
+                           "answer cannot be located for the loss mask")
+        start = len(prefix)
+        spans.append((start, _end_of_turn(tokenizer, upto, start + len(message["content"]))))
+    return full, spans
+
+
+def _end_of_turn(tokenizer, upto: str, content_end: int) -> int:
+    """Where the answer's end-of-turn token ends (the template's text after it, e.g. a newline, is not
+    trained: the model stops at the token)."""
+    eos = tokenizer.eos_token or ""
+    found = upto.find(eos, content_end) if eos else -1
+    return found + len(eos) if found >= 0 else len(upto)
+
+
+def encode_example(tokenizer, messages: list[dict[str, str]]) -> Encoded:
+    """Tokenize a conversation; label the assistant answers and their end-of-turn tokens only."""
+    text, spans = answer_spans(tokenizer, messages)
+    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = encoding["input_ids"]
+    labels = [IGNORE] * len(ids)
+    for index, (start, _end) in enumerate(encoding["offset_mapping"]):
+        if any(span_start <= start < span_end for span_start, span_end in spans):
+            labels[index] = ids[index]
+    if all(label == IGNORE for label in labels):
+        raise RowError("the answer is empty after tokenization; nothing to learn from this row")
+    return Encoded(ids, labels)

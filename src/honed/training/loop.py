@@ -178,7 +178,7 @@ def _optimizer_step(model, optimizer, params, examples, step, steps, cfg, loss_f
     for batch in batches:
         loss_sum, _ = loss_fn(model, batch)
         (loss_sum / max(1, label_count)).backward()
-        total += float(loss_sum)
+        total += float(loss_sum.detach())
     loss = total / max(1, label_count)
     if not math.isfinite(loss):
         raise TrainingError(f"loss became {loss} at step {step + 1}; lower train.lr (now {cfg.lr}), keep "

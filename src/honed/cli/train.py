@@ -1,0 +1,36 @@
+"""`honed train RECIPE [key=value ...]` and `honed train --resume RUN`."""
+
+from __future__ import annotations
+
+import argparse
+
+from honed.cli._common import add_overrides, show_progress
+from honed.errors import ConfigError
+
+
+def add_parser(sub) -> None:
+    parser = sub.add_parser("train", help="Fine-tune a model from a recipe (or resume a run).",
+                            description="Fine-tune from a YAML recipe: base evaluation, training, tuned "
+                            "evaluation, report. Ctrl-C saves a checkpoint; --resume RUN continues it exactly.")
+    parser.add_argument("recipe", nargs="?", help="Recipe YAML file.")
+    add_overrides(parser)
+    parser.add_argument("--resume", metavar="RUN", help="Continue an interrupted run directory.")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from honed.config.load import load_recipe
+    from honed.training.sft import finetune
+
+    if args.resume:
+        if args.recipe or args.overrides:
+            raise ConfigError("--resume RUN continues a run with its saved recipe; give no recipe or overrides")
+        run_dir = finetune(resume=args.resume, progress=show_progress(args))
+    else:
+        if not args.recipe:
+            raise ConfigError("give a recipe file (honed train RECIPE) or a run to resume (--resume RUN)")
+        run_dir = finetune(load_recipe(args.recipe, args.overrides), progress=show_progress(args))
+    from honed.cli.evaluate import print_scores
+
+    print_scores(run_dir)
+    return 0

@@ -1,0 +1,144 @@
+"""Supervised fine-tuning, top to bottom: build model and data, score the base, run the shared loop, save,
+score the tuned model, write the summary and report.
+
+Only the loss (`completion_loss`) and the batch shape (`collate`) are SFT's own; everything else is shared.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from honed.config.schema import Recipe
+from honed.data.dataset import build_examples, load_eval_rows
+from honed.data.tokenize import render_masked
+from honed.evaluation.evaluate import evaluate_model, load_eval, save_eval
+from honed.evaluation.report import write_report
+from honed.models.load import load_model, load_tokenizer, resolve_base, resolve_device, resolve_dtype
+from honed.models.lora import apply_lora, count_parameters
+from honed.training.loop import train_loop
+from honed.training.loss import collate, completion_loss
+from honed.training.run_dir import create_run_dir, load_run_recipe
+
+log = logging.getLogger(__name__)
+
+
+def finetune(recipe: Recipe | None = None, resume: str | Path | None = None, progress: bool = True) -> Path:
+    """Run a recipe (or continue the run in `resume`) end to end; return the run directory."""
+    if resume is not None:
+        run_dir = Path(resume)
+        recipe = load_run_recipe(run_dir)
+    elif recipe is None:
+        raise ValueError("finetune needs a recipe or a run directory to resume")
+    else:
+        run_dir = create_run_dir(recipe)
+    log.info("run directory: %s", run_dir)
+    _seed_everything(recipe)
+    device = resolve_device(recipe.train.device)
+    folder = resolve_base(recipe.model.base, recipe.model.revision).folder
+    tokenizer = load_tokenizer(folder, recipe.model.trust_remote_code)
+    train, validation = _data(recipe, tokenizer, run_dir)
+    model = load_model(folder, resolve_dtype(recipe.model.dtype, device), device, recipe.model.trust_remote_code)
+    rows = load_eval_rows(recipe)
+    if recipe.eval.base and load_eval(run_dir, "base") is None:
+        save_eval(run_dir, "base", *evaluate_model(model, tokenizer, rows, recipe, "base", progress))
+    model = _prepare(model, recipe)
+    batcher = functools.partial(collate, pad_id=tokenizer.pad_token_id, device=device)
+    result = train_loop(model, train, validation, recipe.train, run_dir, completion_loss, batcher,
+                        resume=resume is not None, progress=progress)
+    _save_final(model, tokenizer, run_dir, recipe)
+    trainable, total = count_parameters(model)
+    (run_dir / "train.json").write_text(json.dumps({**result.__dict__, "trainable_params": trainable,
+                                                    "total_params": total}, indent=2))
+    save_eval(run_dir, "tuned", *evaluate_model(model, tokenizer, rows, recipe, "tuned", progress))
+    write_summary(run_dir, recipe)
+    return run_dir
+
+
+def _seed_everything(recipe: Recipe) -> None:
+    if recipe.train.threads:
+        torch.set_num_threads(recipe.train.threads)
+    random.seed(recipe.train.seed)
+    torch.manual_seed(recipe.train.seed)
+
+
+def _data(recipe: Recipe, tokenizer, run_dir: Path):
+    """Tokenize both splits and write data/report.json and a rendered, mask-highlighted sample."""
+    train, train_report = build_examples(recipe.data, tokenizer, "train")
+    report = {"train": train_report.as_dict()}
+    validation = None
+    if recipe.data.validation or recipe.data.holdout_fraction:
+        validation, val_report = build_examples(recipe.data, tokenizer, "validation")
+        report["validation"] = val_report.as_dict()
+    folder = run_dir / "data"
+    folder.mkdir(exist_ok=True)
+    (folder / "report.json").write_text(json.dumps(report, indent=2))
+    (folder / "sample.txt").write_text(render_masked(tokenizer, train[0]))
+    for split, info in report.items():
+        log.info("%s data: %d examples from %d rows (%d malformed skipped, %d too long: %s)", split,
+                 info["examples"], info["rows_read"], info["skipped_bad_rows"], info["too_long"],
+                 info["too_long_action"])
+    return train, validation
+
+
+def _prepare(model, recipe: Recipe):
+    """LoRA: wrap in a PEFT adapter; full: every weight trainable."""
+    if recipe.adapter == "lora":
+        return apply_lora(model, recipe.lora, recipe.train.seed)
+    model.requires_grad_(True)
+    return model
+
+
+def _save_final(model, tokenizer, run_dir: Path, recipe: Recipe) -> Path:
+    """final/adapter (PEFT) or final/model (full weights), each with the tokenizer and chat template."""
+    target = run_dir / "final" / ("adapter" if recipe.adapter == "lora" else "model")
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target
+
+
+def load_tuned(run_dir: Path, recipe: Recipe):
+    """The trained model of a finished run (base + adapter, or the full weights) and its tokenizer."""
+    from honed.errors import ConfigError
+
+    device = resolve_device(recipe.train.device)
+    dtype = resolve_dtype(recipe.model.dtype, device)
+    final = run_dir / "final" / ("adapter" if recipe.adapter == "lora" else "model")
+    if not final.is_dir():
+        raise ConfigError(f"{run_dir}: the run has no {final.relative_to(run_dir)} yet (unfinished? resume it "
+                          f"with: honed train --resume {run_dir})")
+    tokenizer = load_tokenizer(final, recipe.model.trust_remote_code)
+    if recipe.adapter == "full":
+        return load_model(final, dtype, device, recipe.model.trust_remote_code), tokenizer
+    from peft import PeftModel
+
+    folder = resolve_base(recipe.model.base, recipe.model.revision).folder
+    base = load_model(folder, dtype, device, recipe.model.trust_remote_code)
+    return PeftModel.from_pretrained(base, final).to(device), tokenizer
+
+
+def write_summary(run_dir: Path, recipe: Recipe) -> dict[str, Any]:
+    """Gather the run's files into summary.json and report.html; return the summary."""
+    base, tuned = load_eval(run_dir, "base"), load_eval(run_dir, "tuned")
+    metrics_path = run_dir / "metrics.jsonl"
+    metrics = [json.loads(line) for line in metrics_path.read_text().splitlines()] if metrics_path.exists() else []
+    summary = {
+        "run_id": run_dir.name,
+        "recipe": recipe.model_dump(mode="json"),
+        "data": _read_json(run_dir / "data" / "report.json"),
+        "train": _read_json(run_dir / "train.json"),
+        "eval": {"task": recipe.eval.task, "rows": len(tuned[1]) if tuned else None,
+                 "base": base[0] if base else None, "tuned": tuned[0] if tuned else None},
+    }
+    write_report(run_dir, summary, metrics, base[1] if base else None, tuned[1] if tuned else None)
+    return summary
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None

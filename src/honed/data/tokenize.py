@@ -8,6 +8,7 @@ conversation and labels exactly the assistant answers plus their end-of-turn tok
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from honed.data.formats import RowError
@@ -78,11 +79,10 @@ def encode_example(tokenizer, messages: list[dict[str, str]]) -> Encoded:
 
 def render_masked(tokenizer, encoded: Encoded) -> str:
     """The example's text with the trained (labelled) tokens wrapped in [[ ]]: the loss mask made visible."""
-    parts, inside = [], False
-    for token, label in zip(encoded.input_ids, encoded.labels, strict=True):
-        trained = label != IGNORE
-        if trained != inside:
-            parts.append("[[" if trained else "]]")
-            inside = trained
-        parts.append(tokenizer.decode([token]))
-    return "".join(parts) + ("]]" if inside else "")
+    parts = []
+    pairs = zip(encoded.input_ids, encoded.labels, strict=True)
+    # Decode whole runs, not single tokens: a byte-level token may hold part of a multi-byte character.
+    for trained, run in itertools.groupby(pairs, key=lambda pair: pair[1] != IGNORE):
+        text = tokenizer.decode([token for token, _ in run])
+        parts.append(f"[[{text}]]" if trained else text)
+    return "".join(parts)

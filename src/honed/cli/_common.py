@@ -6,8 +6,12 @@ import argparse
 
 
 def add_overrides(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="Recipe overrides, e.g. train.lr=1e-4 data.max_train_rows=200")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="Recipe overrides, e.g. train.lr=1e-4 data.max_train_rows=200",
+    )
 
 
 def show_progress(args: argparse.Namespace) -> bool:

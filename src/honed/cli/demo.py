@@ -9,10 +9,13 @@ from honed.cli._common import add_overrides, show_progress
 
 
 def add_parser(sub) -> None:
-    parser = sub.add_parser("demo", help="Fine-tune the embedded model on a demo task and compare with the base.",
-                            description="Generate a small structured-extraction dataset (coffee-shop orders -> "
-                                        "act(slot[value], ...)), score the embedded SmolLM2-135M-Instruct on it, "
-                                        "fine-tune a LoRA adapter, score again and write a report.")
+    parser = sub.add_parser(
+        "demo",
+        help="Fine-tune the embedded model on a demo task and compare with the base.",
+        description="Generate a small structured-extraction dataset (coffee-shop orders -> "
+        "act(slot[value], ...)), score the embedded SmolLM2-135M-Instruct on it, "
+        "fine-tune a LoRA adapter, score again and write a report.",
+    )
     add_overrides(parser)
     parser.add_argument("--runs-dir", default="runs", help="Where the run directory goes (default: runs).")
     parser.set_defaults(run=run)

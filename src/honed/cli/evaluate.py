@@ -10,10 +10,13 @@ from honed.cli._common import show_progress
 
 
 def add_parser(sub) -> None:
-    parser = sub.add_parser("eval", help="Score a run's tuned model against the base.",
-                            description="Generate greedily for the run's evaluation rows with the tuned model "
-                                        "and the base model, score both, and rewrite summary.json and "
-                                        "report.html.")
+    parser = sub.add_parser(
+        "eval",
+        help="Score a run's tuned model against the base.",
+        description="Generate greedily for the run's evaluation rows with the tuned model "
+        "and the base model, score both, and rewrite summary.json and "
+        "report.html.",
+    )
     parser.add_argument("run_dir", metavar="RUN", help="Run directory (runs/<run-id>).")
     parser.add_argument("--no-base", action="store_true", help="Score only the tuned model.")
     parser.set_defaults(run=run)

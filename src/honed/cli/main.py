@@ -21,9 +21,12 @@ COMMANDS = [demo, train, validate, evaluate, export]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="honed", description="Fine-tune a small open-weight model into a specialist on your own data.")
+        prog="honed", description="Fine-tune a small open-weight model into a specialist on your own data."
+    )
     parser.add_argument("--version", action="version", version=f"honed {__version__}")
-    parser.add_argument("-q", "--quiet", action="store_true", help="Only warnings and errors; no progress bars.")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="Only warnings and errors; no progress bars."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(sub)
@@ -51,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _configure_output(quiet: bool) -> None:
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="honed: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO, format="honed: %(message)s", stream=sys.stderr
+    )
     for noisy in ("httpx", "huggingface_hub", "transformers", "peft"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=FutureWarning)

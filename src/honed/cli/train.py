@@ -9,9 +9,12 @@ from honed.errors import ConfigError
 
 
 def add_parser(sub) -> None:
-    parser = sub.add_parser("train", help="Fine-tune a model from a recipe (or resume a run).",
-                            description="Fine-tune from a YAML recipe: base evaluation, training, tuned "
-                            "evaluation, report. Ctrl-C saves a checkpoint; --resume RUN continues it exactly.")
+    parser = sub.add_parser(
+        "train",
+        help="Fine-tune a model from a recipe (or resume a run).",
+        description="Fine-tune from a YAML recipe: base evaluation, training, tuned "
+        "evaluation, report. Ctrl-C saves a checkpoint; --resume RUN continues it exactly.",
+    )
     parser.add_argument("recipe", nargs="?", help="Recipe YAML file.")
     add_overrides(parser)
     parser.add_argument("--resume", metavar="RUN", help="Continue an interrupted run directory.")
@@ -24,7 +27,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.resume:
         if args.recipe or args.overrides:
-            raise ConfigError("--resume RUN continues a run with its saved recipe; give no recipe or overrides")
+            raise ConfigError(
+                "--resume RUN continues a run with its saved recipe; give no recipe or overrides"
+            )
         run_dir = finetune(resume=args.resume, progress=show_progress(args))
     else:
         if not args.recipe:

@@ -9,9 +9,12 @@ from honed.cli._common import add_overrides
 
 
 def add_parser(sub) -> None:
-    parser = sub.add_parser("validate", help="Check a recipe and its data without training.",
-                            description="Validate the recipe, read every data row (format, row errors) and "
-                            "tokenize it with the model's tokenizer (token lengths), without training.")
+    parser = sub.add_parser(
+        "validate",
+        help="Check a recipe and its data without training.",
+        description="Validate the recipe, read every data row (format, row errors) and "
+        "tokenize it with the model's tokenizer (token lengths), without training.",
+    )
     parser.add_argument("recipe", help="Recipe YAML file.")
     add_overrides(parser)
     parser.add_argument("--json", action="store_true", help="Print the data report as JSON.")
@@ -30,10 +33,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"recipe {args.recipe}: ok ({recipe.method}, {recipe.adapter}, base {recipe.model.base})")
     for split, info in report.items():
         tokens = info["tokens"]
-        print(f"{split}: {info['examples']} examples from {info['rows_read']} rows; "
-              f"{info['skipped_bad_rows']} malformed skipped; {info['too_long']} longer than "
-              f"max_seq_len ({info['too_long_action']}); tokens min {tokens['min']} mean {tokens['mean']} "
-              f"p95 {tokens['p95']} max {tokens['max']}")
+        print(
+            f"{split}: {info['examples']} examples from {info['rows_read']} rows; "
+            f"{info['skipped_bad_rows']} malformed skipped; {info['too_long']} longer than "
+            f"max_seq_len ({info['too_long_action']}); tokens min {tokens['min']} mean {tokens['mean']} "
+            f"p95 {tokens['p95']} max {tokens['max']}"
+        )
         for problem in info["problems"]:
             print(f"  {problem}")
     return 0

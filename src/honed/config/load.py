@@ -6,6 +6,7 @@ Relative data paths are resolved against the recipe file's folder, so a recipe w
 
 from __future__ import annotations
 
+import copy
 import difflib
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,11 @@ from honed.config.schema import Recipe
 from honed.errors import ConfigError
 
 
-def load_recipe(path: str | Path | None = None, overrides: list[str] | None = None,
-                base: dict[str, Any] | None = None) -> Recipe:
+def load_recipe(
+    path: str | Path | None = None, overrides: list[str] | None = None, base: dict[str, Any] | None = None
+) -> Recipe:
     """Read a YAML recipe (or start from `base`), apply `key.sub=value` overrides and validate."""
-    raw: dict[str, Any] = dict(base or {})
+    raw: dict[str, Any] = copy.deepcopy(base or {})  # overrides must not leak into the caller's dict
     where = "recipe"
     if path is not None:
         path = Path(path)
@@ -111,10 +113,18 @@ def _did_you_mean(loc: list[str]) -> str | None:
 
 # Names other tools use for the same setting (PEFT, TRL, Axolotl), mapped to honed's key.
 _SYNONYMS = {
-    "rank": "r", "lora_r": "r", "lora_alpha": "alpha", "lora_dropout": "dropout",
-    "learning_rate": "lr", "num_epochs": "epochs", "num_train_epochs": "epochs",
-    "gradient_accumulation_steps": "grad_accum_steps", "per_device_train_batch_size": "batch_size",
-    "warmup_steps": "lr_warmup_steps", "max_length": "max_seq_len", "sequence_len": "max_seq_len",
+    "rank": "r",
+    "lora_r": "r",
+    "lora_alpha": "alpha",
+    "lora_dropout": "dropout",
+    "learning_rate": "lr",
+    "num_epochs": "epochs",
+    "num_train_epochs": "epochs",
+    "gradient_accumulation_steps": "grad_accum_steps",
+    "per_device_train_batch_size": "batch_size",
+    "warmup_steps": "lr_warmup_steps",
+    "max_length": "max_seq_len",
+    "sequence_len": "max_seq_len",
     "base_model": "base",
 }
 

@@ -23,7 +23,9 @@ class ModelConfig(_Strict):
         description="A registry name (smollm2-135m-instruct, the embedded default), a local Hugging Face "
         "folder, a .gguf file, or a hub id such as HuggingFaceTB/SmolLM2-360M-Instruct.",
     )
-    trust_remote_code: bool = Field(False, description="Run Python code shipped with a hub model. Off by default.")
+    trust_remote_code: bool = Field(
+        False, description="Run Python code shipped with a hub model. Off by default."
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Weights dtype for training: auto is float32 on CPU, bfloat16 on CUDA."
     )
@@ -33,28 +35,39 @@ class ModelConfig(_Strict):
 class DataConfig(_Strict):
     """Where the examples come from and how a row becomes a conversation."""
 
-    train: str = Field(..., description="Training file: .jsonl, .csv or .parquet. Relative paths are "
-                       "resolved against the recipe file's folder.")
+    train: str = Field(
+        ...,
+        description="Training file: .jsonl, .csv or .parquet. Relative paths are "
+        "resolved against the recipe file's folder.",
+    )
     validation: str | None = Field(None, description="Validation file, same formats as train.")
     holdout_fraction: float | None = Field(
-        None, gt=0.0, lt=1.0, description="With no validation file: hold out this fraction of the training "
-        "rows as validation, chosen by a hash of the row's content (deterministic, no overlap)."
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="With no validation file: hold out this fraction of the training "
+        "rows as validation, chosen by a hash of the row's content (deterministic, no overlap).",
     )
     format: Literal["auto", "chat", "prompt_completion", "template"] = Field(
         "auto",
         description="chat: a `messages` list; prompt_completion: `prompt` and `completion` fields; template: "
         "any fields mapped through prompt_template/completion_template; auto: detect from the first row.",
     )
-    prompt_template: str | None = Field(None, description="Python format string over the row's fields, "
-                                        "e.g. 'Turn this into a meaning representation: {ref}'.")
+    prompt_template: str | None = Field(
+        None,
+        description="Python format string over the row's fields, "
+        "e.g. 'Turn this into a meaning representation: {ref}'.",
+    )
     completion_template: str | None = Field(None, description="Format string for the answer, e.g. '{mr}'.")
     system_prompt: str | None = Field(None, description="Optional system message put before every prompt.")
-    on_bad_row: Literal["error", "skip"] = Field("error", description="A malformed row stops (error) or is "
-                                                 "counted and skipped (skip).")
+    on_bad_row: Literal["error", "skip"] = Field(
+        "error", description="A malformed row stops (error) or is counted and skipped (skip)."
+    )
     max_seq_len: int = Field(512, gt=8, description="Longest tokenized example, in tokens.")
     on_too_long: Literal["skip", "truncate", "error"] = Field(
-        "skip", description="What to do with a row longer than max_seq_len: skip it (counted), truncate it "
-        "from the right (counted), or stop with an error."
+        "skip",
+        description="What to do with a row longer than max_seq_len: skip it (counted), truncate it "
+        "from the right (counted), or stop with an error.",
     )
     max_train_rows: int | None = Field(None, gt=0, description="Use only the first N training rows.")
     max_validation_rows: int | None = Field(None, gt=0, description="Use only the first N validation rows.")
@@ -65,9 +78,13 @@ class DataConfig(_Strict):
         problems = []
         if self.format == "template" and not (self.prompt_template and self.completion_template):
             problems.append("format 'template' needs both data.prompt_template and data.completion_template")
-        if self.format in ("chat", "prompt_completion") and (self.prompt_template or self.completion_template):
-            problems.append(f"data.prompt_template/completion_template are only used with format 'template', "
-                            f"not {self.format!r}")
+        if self.format in ("chat", "prompt_completion") and (
+            self.prompt_template or self.completion_template
+        ):
+            problems.append(
+                f"data.prompt_template/completion_template are only used with format 'template', "
+                f"not {self.format!r}"
+            )
         if self.validation and self.holdout_fraction:
             problems.append("set data.validation or data.holdout_fraction, not both")
         if problems:
@@ -90,8 +107,9 @@ class TrainConfig(_Strict):
     """Optimisation: schedule, batch shape, checkpoints and logging."""
 
     epochs: float = Field(1.0, gt=0, description="Passes over the training rows (fractions allowed).")
-    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps "
-                                  "(overrides epochs).")
+    max_steps: int | None = Field(
+        None, gt=0, description="Stop after this many optimizer steps (overrides epochs)."
+    )
     batch_size: int = Field(8, gt=0, description="Examples per micro-batch.")
     grad_accum_steps: int = Field(1, gt=0, description="Micro-batches per optimizer step.")
     lr: float = Field(2e-4, gt=0, description="Peak learning rate.")
@@ -101,11 +119,15 @@ class TrainConfig(_Strict):
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the global gradient norm; null: off.")
     seed: int = Field(42, description="Seeds data order, adapter init and dropout.")
     group_by_length: bool = Field(True, description="Batch examples of similar length to cut padding.")
-    eval_every_steps: int | None = Field(None, gt=0, description="Validation loss every N steps "
-                                         "(and at the end); null: only at the end.")
+    eval_every_steps: int | None = Field(
+        None, gt=0, description="Validation loss every N steps (and at the end); null: only at the end."
+    )
     max_eval_loss_rows: int = Field(200, gt=0, description="Validation rows used for the validation loss.")
-    checkpoint_every_steps: int | None = Field(None, gt=0, description="Save a resumable checkpoint every "
-                                               "N steps; null: only at the end or on interrupt.")
+    checkpoint_every_steps: int | None = Field(
+        None,
+        gt=0,
+        description="Save a resumable checkpoint every N steps; null: only at the end or on interrupt.",
+    )
     log_every_steps: int = Field(1, gt=0, description="Write a metrics.jsonl line every N steps.")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto picks CUDA when present.")
     threads: int | None = Field(None, gt=0, description="CPU threads for torch; null: torch's default.")
@@ -115,8 +137,9 @@ class EvalConfig(_Strict):
     """How the base and tuned models are scored on held-out rows."""
 
     task: Literal["exact_match", "structured"] = Field(
-        "exact_match", description="exact_match: normalised string equality; structured: functional "
-        "representations act(slot[value], ...) scored by act accuracy and slot precision/recall/F1."
+        "exact_match",
+        description="exact_match: normalised string equality; structured: functional "
+        "representations act(slot[value], ...) scored by act accuracy and slot precision/recall/F1.",
     )
     split: Literal["validation", "train"] = Field("validation", description="Which data file to score.")
     max_rows: int | None = Field(100, gt=0, description="Score the first N rows; null: all.")
@@ -128,8 +151,9 @@ class EvalConfig(_Strict):
 class OutputConfig(_Strict):
     """Where runs are written."""
 
-    runs_dir: str = Field("runs", description="Parent folder of run directories (relative to the working "
-                          "directory).")
+    runs_dir: str = Field(
+        "runs", description="Parent folder of run directories (relative to the working directory)."
+    )
     run_name: str | None = Field(None, description="Run directory name; null: <recipe-name>-<timestamp>.")
 
 
@@ -138,8 +162,9 @@ class Recipe(_Strict):
 
     name: str = Field("run", description="A short name for the run, used in the run directory name.")
     method: Literal["sft"] = Field("sft", description="Training method. sft: supervised fine-tuning.")
-    adapter: Literal["lora", "full"] = Field("lora", description="lora: train a PEFT LoRA adapter; full: "
-                                             "train every weight.")
+    adapter: Literal["lora", "full"] = Field(
+        "lora", description="lora: train a PEFT LoRA adapter; full: train every weight."
+    )
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig
     lora: LoraConfig = Field(default_factory=LoraConfig)
@@ -152,6 +177,8 @@ class Recipe(_Strict):
         has_validation = self.data.validation is not None or self.data.holdout_fraction is not None
         if self.eval.split == "validation" and not has_validation:
             # Evaluation falls back to nothing silently otherwise; say it up front.
-            raise ValueError("eval.split is 'validation' but neither data.validation nor "
-                             "data.holdout_fraction is set: add one, or set eval.split: train")
+            raise ValueError(
+                "eval.split is 'validation' but neither data.validation nor "
+                "data.holdout_fraction is set: add one, or set eval.split: train"
+            )
         return self

@@ -52,12 +52,23 @@ class SplitReport:
         lengths = sorted(self.token_lengths)
         stats = {}
         if lengths:
-            stats = {"min": lengths[0], "mean": round(sum(lengths) / len(lengths), 1),
-                     "p95": lengths[int(0.95 * (len(lengths) - 1))], "max": lengths[-1], "total": sum(lengths)}
-        return {"rows_read": self.rows_read, "examples": self.examples,
-                "skipped_bad_rows": self.skipped_bad_rows, "too_long": self.too_long,
-                "too_long_action": self.too_long_action, "tokens": stats, "label_tokens": self.label_tokens,
-                "problems": self.problems}
+            stats = {
+                "min": lengths[0],
+                "mean": round(sum(lengths) / len(lengths), 1),
+                "p95": lengths[int(0.95 * (len(lengths) - 1))],
+                "max": lengths[-1],
+                "total": sum(lengths),
+            }
+        return {
+            "rows_read": self.rows_read,
+            "examples": self.examples,
+            "skipped_bad_rows": self.skipped_bad_rows,
+            "too_long": self.too_long,
+            "too_long_action": self.too_long_action,
+            "tokens": stats,
+            "label_tokens": self.label_tokens,
+            "problems": self.problems,
+        }
 
 
 def iter_rows(cfg: DataConfig, split: str, report: SplitReport) -> Iterator[Row]:
@@ -126,8 +137,11 @@ def build_examples(cfg: DataConfig, tokenizer, split: str) -> tuple[list[Encoded
         examples.append(encoded)
     report.examples = len(examples)
     if not examples:
-        raise DataError(f"{split} data: no usable examples out of {report.rows_read} rows "
-                        f"({report.skipped_bad_rows} malformed, {report.too_long} too long)")
+        hint = f"; raise data.max_seq_len (now {cfg.max_seq_len})" if report.too_long else ""
+        raise DataError(
+            f"{split} data: no usable examples out of {report.rows_read} rows "
+            f"({report.skipped_bad_rows} malformed, {report.too_long} too long){hint}"
+        )
     return examples, report
 
 
@@ -172,7 +186,8 @@ def validate(recipe: Recipe, tokenizer=None) -> dict[str, Any]:
     if tokenizer is None:
         from honed.models.load import load_tokenizer, resolve_base
 
-        tokenizer = load_tokenizer(resolve_base(recipe.model.base, recipe.model.revision).folder,
-                                   recipe.model.trust_remote_code)
+        tokenizer = load_tokenizer(
+            resolve_base(recipe.model.base, recipe.model.revision).folder, recipe.model.trust_remote_code
+        )
     splits = ["train"] + (["validation"] if recipe.data.validation or recipe.data.holdout_fraction else [])
     return {split: build_examples(recipe.data, tokenizer, split)[1].as_dict() for split in splits}

@@ -39,11 +39,15 @@ def to_messages(row: dict[str, Any], fmt: str, cfg: DataConfig) -> list[dict[str
     if fmt == "chat":
         messages = _chat(row)
     elif fmt == "prompt_completion":
-        messages = [{"role": "user", "content": _text(row, "prompt")},
-                    {"role": "assistant", "content": _text(row, "completion")}]
+        messages = [
+            {"role": "user", "content": _text(row, "prompt")},
+            {"role": "assistant", "content": _text(row, "completion")},
+        ]
     else:
-        messages = [{"role": "user", "content": fill_template(cfg.prompt_template or "", row)},
-                    {"role": "assistant", "content": fill_template(cfg.completion_template or "", row)}]
+        messages = [
+            {"role": "user", "content": fill_template(cfg.prompt_template or "", row)},
+            {"role": "assistant", "content": fill_template(cfg.completion_template or "", row)},
+        ]
     if cfg.system_prompt and messages[0]["role"] != "system":
         messages.insert(0, {"role": "system", "content": cfg.system_prompt})
     return messages
@@ -58,7 +62,9 @@ def fill_template(template: str, row: dict[str, Any]) -> str:
     """`template.format_map(row)`, with a RowError naming a missing field."""
     missing = [name for _, name, _, _ in string.Formatter().parse(template) if name and name not in row]
     if missing:
-        raise RowError(f"missing field {missing[0]!r} used by the template (fields: {', '.join(sorted(row))})")
+        raise RowError(
+            f"missing field {missing[0]!r} used by the template (fields: {', '.join(sorted(row))})"
+        )
     values = {key: "" if value is None else value for key, value in row.items()}
     try:
         return template.format_map(values)
@@ -81,7 +87,9 @@ def _text(row: dict[str, Any], key: str) -> str:
 def _chat(row: dict[str, Any]) -> list[dict[str, str]]:
     messages = row.get("messages")
     if not isinstance(messages, list) or not messages:
-        raise RowError(f"'messages' must be a non-empty list of {{role, content}} objects, got {_short(messages)}")
+        raise RowError(
+            f"'messages' must be a non-empty list of {{role, content}} objects, got {_short(messages)}"
+        )
     out = []
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in ROLES:

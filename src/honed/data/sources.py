@@ -63,8 +63,12 @@ def _csv(path: Path) -> Iterator[SourceRow]:
         for row in reader:
             where = f"{path}:{reader.line_num}"
             if None in row:  # more cells than header columns
-                yield SourceRow(where, None, f"{len(row) - 1 + len(row[None])} cells but the header has "
-                                f"{len(reader.fieldnames or [])} columns")
+                yield SourceRow(
+                    where,
+                    None,
+                    f"{len(row) - 1 + len(row[None])} cells but the header has "
+                    f"{len(reader.fieldnames or [])} columns",
+                )
                 continue
             yield SourceRow(where, dict(row))
 

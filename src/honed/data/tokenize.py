@@ -48,8 +48,10 @@ def answer_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str, list[t
         prefix = render_prompt(tokenizer, messages[:i])
         upto = render_conversation(tokenizer, messages[: i + 1])
         if not full.startswith(prefix) or not full.startswith(upto) or not upto.startswith(prefix):
-            raise RowError("the chat template does not render this conversation as a growing prefix, so the "
-                           "answer cannot be located for the loss mask")
+            raise RowError(
+                "the chat template does not render this conversation as a growing prefix, so the "
+                "answer cannot be located for the loss mask"
+            )
         start = len(prefix)
         spans.append((start, _end_of_turn(tokenizer, upto, start + len(message["content"]))))
     return full, spans

@@ -21,18 +21,34 @@ from honed.evaluation.tasks import get_task
 log = logging.getLogger(__name__)
 
 
-def evaluate_model(model, tokenizer, rows: list[EvalRow], recipe: Recipe, label: str,
-                   progress: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def evaluate_model(
+    model, tokenizer, rows: list[EvalRow], recipe: Recipe, label: str, progress: bool = True
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Generate answers for `rows` and return (corpus metrics, per-row predictions)."""
     task = get_task(recipe.eval.task)
     prompts = [render_prompt(tokenizer, row.prompt) for row in rows]
-    answers = generate(model, tokenizer, prompts, recipe.eval.max_new_tokens, recipe.eval.batch_size,
-                       progress=progress, desc=f"eval {label}")
+    answers = generate(
+        model,
+        tokenizer,
+        prompts,
+        recipe.eval.max_new_tokens,
+        recipe.eval.batch_size,
+        progress=progress,
+        desc=f"eval {label}",
+    )
     predictions = []
     for index, (row, answer) in enumerate(zip(rows, answers, strict=True)):
-        predictions.append({"index": index, "location": row.location, "prompt": row.prompt[-1]["content"],
-                            "reference": row.reference, "prediction": answer, "slice": row.slice,
-                            "score": task.score(answer, row.reference)})
+        predictions.append(
+            {
+                "index": index,
+                "location": row.location,
+                "prompt": row.prompt[-1]["content"],
+                "reference": row.reference,
+                "prediction": answer,
+                "slice": row.slice,
+                "score": task.score(answer, row.reference),
+            }
+        )
     metrics = task.aggregate([p["score"] for p in predictions])
     metrics["primary_metric"] = task.primary_metric
     by_slice = _by_slice(task, predictions)

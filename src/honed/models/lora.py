@@ -18,7 +18,10 @@ def apply_lora(model, cfg: LoraConfig, seed: int):
 
     torch.manual_seed(seed)  # adapter init is random: seed it so runs repeat
     peft_cfg = PeftLoraConfig(
-        r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, task_type="CAUSAL_LM",
+        r=cfg.r,
+        lora_alpha=cfg.alpha,
+        lora_dropout=cfg.dropout,
+        task_type="CAUSAL_LM",
         target_modules=cfg.target_modules,
     )
     return get_peft_model(model, peft_cfg)

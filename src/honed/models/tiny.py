@@ -27,7 +27,10 @@ def build_tiny_tokenizer():
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     backend.decoder = decoders.ByteLevel()
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|im_end|>", bos_token="<|im_start|>",
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        bos_token="<|im_start|>",
         unk_token="<|endoftext|>",
     )
     tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
@@ -35,18 +38,26 @@ def build_tiny_tokenizer():
     return tokenizer
 
 
-def build_tiny_model(folder: Path, *, hidden_size: int = 32, layers: int = 2, seed: int = 0,
-                     tie_word_embeddings: bool = False) -> Path:
+def build_tiny_model(
+    folder: Path, *, hidden_size: int = 32, layers: int = 2, seed: int = 0, tie_word_embeddings: bool = False
+) -> Path:
     """Write a tiny random LlamaForCausalLM + tokenizer to `folder` (safetensors) and return the folder."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = build_tiny_tokenizer()
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,
-        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-        tie_word_embeddings=tie_word_embeddings, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=tie_word_embeddings,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)

@@ -21,17 +21,21 @@ def steps_per_epoch(num_examples: int, step_size: int) -> int:
     return math.ceil(num_examples / step_size)
 
 
-def epoch_steps(lengths: list[int], step_size: int, seed: int, epoch: int,
-                group_by_length: bool) -> list[list[int]]:
+def epoch_steps(
+    lengths: list[int], step_size: int, seed: int, epoch: int, group_by_length: bool
+) -> list[list[int]]:
     """Example indices of every optimizer step of `epoch`."""
     rng = random.Random(seed * 1_000_003 + epoch)
     order = list(range(len(lengths)))
     rng.shuffle(order)
     if group_by_length:
         window = step_size * _LENGTH_WINDOW_STEPS
-        order = [i for s in range(0, len(order), window)
-                 for i in sorted(order[s: s + window], key=lambda i: lengths[i])]
-    steps = [order[s: s + step_size] for s in range(0, len(order), step_size)]
+        order = [
+            i
+            for s in range(0, len(order), window)
+            for i in sorted(order[s : s + window], key=lambda i: lengths[i])
+        ]
+    steps = [order[s : s + step_size] for s in range(0, len(order), step_size)]
     if group_by_length:
         rng.shuffle(steps)  # sorted windows would otherwise run short-to-long
     return steps
@@ -39,4 +43,4 @@ def epoch_steps(lengths: list[int], step_size: int, seed: int, epoch: int,
 
 def micro_batches(step: list[int], batch_size: int) -> list[list[int]]:
     """Split one optimizer step's examples into micro-batches of at most `batch_size`."""
-    return [step[s: s + batch_size] for s in range(0, len(step), batch_size)]
+    return [step[s : s + batch_size] for s in range(0, len(step), batch_size)]

@@ -33,12 +33,18 @@ def save_checkpoint(folder: Path, step: int, model, optimizer: torch.optim.Optim
     target = folder / f"step-{step:08d}"
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
     params = trainable_parameters(model)
-    save_file({name: p.detach().cpu().contiguous() for name, p in params.items()}, staging / "trainable.safetensors")
+    save_file(
+        {name: p.detach().cpu().contiguous() for name, p in params.items()}, staging / "trainable.safetensors"
+    )
     tensors, groups = _optimizer_tensors(optimizer, list(params.values()))
     tensors["rng.torch"] = torch.get_rng_state()
     save_file(tensors, staging / "optimizer.safetensors")
-    state = {"step": step, "param_names": list(params), "param_groups": groups,
-             "rng_python": _jsonable(random.getstate())}
+    state = {
+        "step": step,
+        "param_names": list(params),
+        "param_groups": groups,
+        "rng_python": _jsonable(random.getstate()),
+    }
     (staging / "state.json").write_text(json.dumps(state))
     if target.exists():
         shutil.rmtree(target)
@@ -59,8 +65,10 @@ def load_checkpoint(path: Path, model, optimizer: torch.optim.Optimizer) -> int:
     state = json.loads((path / "state.json").read_text())
     params = trainable_parameters(model)
     if list(params) != state["param_names"]:
-        raise TrainingError(f"{path}: checkpoint does not match this model's trainable parameters "
-                            "(was the recipe's model or adapter changed?)")
+        raise TrainingError(
+            f"{path}: checkpoint does not match this model's trainable parameters "
+            "(was the recipe's model or adapter changed?)"
+        )
     weights = load_file(path / "trainable.safetensors")
     with torch.no_grad():
         for name, p in params.items():

@@ -25,7 +25,12 @@ from honed.config.schema import TrainConfig
 from honed.data.tokenize import Encoded
 from honed.errors import TrainingError, TrainingInterrupted
 from honed.training.batching import epoch_steps, micro_batches, steps_per_epoch
-from honed.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, trainable_parameters
+from honed.training.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    trainable_parameters,
+)
 
 log = logging.getLogger(__name__)
 
@@ -101,21 +106,32 @@ class MetricsLog:
             handle.write(json.dumps(row) + "\n")
 
 
-def evaluate_loss(model, examples: list[Encoded], loss_fn: LossFn, collate: Collate, batch_size: int) -> float:
+def evaluate_loss(
+    model, examples: list[Encoded], loss_fn: LossFn, collate: Collate, batch_size: int
+) -> float:
     """Mean token loss over `examples` (no gradients, dropout off)."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(examples), batch_size):
-            loss_sum, n = loss_fn(model, collate(examples[start: start + batch_size]))
+            loss_sum, n = loss_fn(model, collate(examples[start : start + batch_size]))
             total, count = total + float(loss_sum), count + n
     model.train(was_training)
     return total / max(1, count)
 
 
-def train_loop(model, train: list[Encoded], validation: list[Encoded] | None, cfg: TrainConfig, run_dir: Path,
-               loss_fn: LossFn, collate: Collate, resume: bool = False, progress: bool = True) -> LoopResult:
+def train_loop(
+    model,
+    train: list[Encoded],
+    validation: list[Encoded] | None,
+    cfg: TrainConfig,
+    run_dir: Path,
+    loss_fn: LossFn,
+    collate: Collate,
+    resume: bool = False,
+    progress: bool = True,
+) -> LoopResult:
     """Train `model` in place; write metrics.jsonl and checkpoints/ under `run_dir`."""
     params = list(trainable_parameters(model).values())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -133,25 +149,29 @@ def train_loop(model, train: list[Encoded], validation: list[Encoded] | None, cf
         for step in range(start, steps):
             epoch, index = divmod(step, per_epoch)
             chosen = epoch_steps(lengths, step_size, cfg.seed, epoch, cfg.group_by_length)[index]
-            loss, tokens = _optimizer_step(model, optimizer, params, [train[i] for i in chosen], step, steps,
-                                           cfg, loss_fn, collate)
+            loss, tokens = _optimizer_step(
+                model, optimizer, params, [train[i] for i in chosen], step, steps, cfg, loss_fn, collate
+            )
             state["train_loss"], state["tokens"] = loss, state["tokens"] + tokens
             row = _log_row(step + 1, loss, optimizer, state)
             if validation and _due(step + 1, cfg.eval_every_steps, steps):
                 state["val_loss"] = row["val_loss"] = evaluate_loss(
-                    model, validation[: cfg.max_eval_loss_rows], loss_fn, collate, cfg.batch_size)
+                    model, validation[: cfg.max_eval_loss_rows], loss_fn, collate, cfg.batch_size
+                )
             if (step + 1) % cfg.log_every_steps == 0 or "val_loss" in row or step + 1 == steps:
                 metrics.write(row)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{row['tokens_per_s']:.0f}")
-            if _due(step + 1, cfg.checkpoint_every_steps, steps):
+            stopping = stop.signal is not None and step + 1 < steps
+            if stopping or _due(step + 1, cfg.checkpoint_every_steps, steps):
                 save_checkpoint(ckpt_dir, step + 1, model, optimizer)
-            if stop.signal is not None and step + 1 < steps:
-                save_checkpoint(ckpt_dir, step + 1, model, optimizer)
+            if stopping:
                 bar.close()
+                name = signal.Signals(stop.signal).name
                 raise TrainingInterrupted(
-                    f"stopped by {signal.Signals(stop.signal).name} after step {step + 1}/{steps}; checkpoint "
-                    f"saved. Resume with: honed train --resume {run_dir}")
+                    f"stopped by {name} after step {step + 1}/{steps}; checkpoint saved. "
+                    f"Resume with: honed train --resume {run_dir}"
+                )
     bar.close()
     wall = time.perf_counter() - state["t0"]
     return LoopResult(steps, wall, state["tokens"] / max(wall, 1e-9), state["train_loss"], state["val_loss"])
@@ -166,13 +186,16 @@ def _resume(ckpt_dir: Path, model, optimizer) -> int:
     return step
 
 
-def _optimizer_step(model, optimizer, params, examples, step, steps, cfg, loss_fn, collate) -> tuple[float, int]:
+def _optimizer_step(
+    model, optimizer, params, examples, step, steps, cfg, loss_fn, collate
+) -> tuple[float, int]:
     """One optimizer step over `examples` split into micro-batches; returns (mean loss, real tokens)."""
     lr = lr_at(step, steps, cfg)
     for group in optimizer.param_groups:
         group["lr"] = lr
-    batches = [collate([examples[i] for i in mb]) for mb in micro_batches(list(range(len(examples))),
-                                                                         cfg.batch_size)]
+    batches = [
+        collate([examples[i] for i in mb]) for mb in micro_batches(list(range(len(examples))), cfg.batch_size)
+    ]
     label_count = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
     total = 0.0
     for batch in batches:
@@ -181,8 +204,10 @@ def _optimizer_step(model, optimizer, params, examples, step, steps, cfg, loss_f
         total += float(loss_sum.detach())
     loss = total / max(1, label_count)
     if not math.isfinite(loss):
-        raise TrainingError(f"loss became {loss} at step {step + 1}; lower train.lr (now {cfg.lr}), keep "
-                            "train.max_grad_norm on, or check the data for empty answers")
+        raise TrainingError(
+            f"loss became {loss} at step {step + 1}; lower train.lr (now {cfg.lr}), keep "
+            "train.max_grad_norm on, or check the data for empty answers"
+        )
     if cfg.max_grad_norm is not None:
         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
     optimizer.step()
@@ -192,9 +217,13 @@ def _optimizer_step(model, optimizer, params, examples, step, steps, cfg, loss_f
 
 def _log_row(step: int, loss: float, optimizer, state: dict) -> dict:
     elapsed = time.perf_counter() - state["t0"]
-    return {"step": step, "loss": round(loss, 6), "lr": optimizer.param_groups[0]["lr"],
-            "tokens_per_s": round(state["tokens"] / max(elapsed, 1e-9), 1),
-            "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    return {
+        "step": step,
+        "loss": round(loss, 6),
+        "lr": optimizer.param_groups[0]["lr"],
+        "tokens_per_s": round(state["tokens"] / max(elapsed, 1e-9), 1),
+        "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
 
 
 def _due(step: int, every: int | None, last: int) -> bool:
@@ -204,4 +233,6 @@ def _due(step: int, every: int | None, last: int) -> bool:
 def _progress(total: int, initial: int, enabled: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc="train", unit="step", disable=not enabled, dynamic_ncols=True)
+    return tqdm(
+        total=total, initial=initial, desc="train", unit="step", disable=not enabled, dynamic_ncols=True
+    )

@@ -24,8 +24,10 @@ def create_run_dir(recipe: Recipe) -> Path:
     name = recipe.output.run_name or f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(recipe.output.runs_dir) / name
     if (run_dir / "recipe.yaml").exists():
-        raise ConfigError(f"output.run_name: {run_dir} already holds a run; choose another name, or continue it "
-                          f"with: honed train --resume {run_dir}")
+        raise ConfigError(
+            f"output.run_name: {run_dir} already holds a run; choose another name, or continue it "
+            f"with: honed train --resume {run_dir}"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     for key in ("train", "validation"):  # absolute, so the saved recipe works from any directory
         value = getattr(recipe.data, key)
@@ -53,16 +55,26 @@ def environment(seed: int) -> dict:
     from honed import __version__
 
     cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"honed": __version__, "git_commit": _git_commit(), "python": platform.python_version(),
-            "torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
-            "platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "cuda_device": cuda, "seed": seed}
+    return {
+        "honed": __version__,
+        "git_commit": _git_commit(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda_device": cuda,
+        "seed": seed,
+    }
 
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None

@@ -44,18 +44,30 @@ def finetune(recipe: Recipe | None = None, resume: str | Path | None = None, pro
     folder = resolve_base(recipe.model.base, recipe.model.revision).folder
     tokenizer = load_tokenizer(folder, recipe.model.trust_remote_code)
     train, validation = _data(recipe, tokenizer, run_dir)
-    model = load_model(folder, resolve_dtype(recipe.model.dtype, device), device, recipe.model.trust_remote_code)
+    model = load_model(
+        folder, resolve_dtype(recipe.model.dtype, device), device, recipe.model.trust_remote_code
+    )
     rows = load_eval_rows(recipe)
     if recipe.eval.base and load_eval(run_dir, "base") is None:
         save_eval(run_dir, "base", *evaluate_model(model, tokenizer, rows, recipe, "base", progress))
     model = _prepare(model, recipe)
     batcher = functools.partial(collate, pad_id=tokenizer.pad_token_id, device=device)
-    result = train_loop(model, train, validation, recipe.train, run_dir, completion_loss, batcher,
-                        resume=resume is not None, progress=progress)
+    result = train_loop(
+        model,
+        train,
+        validation,
+        recipe.train,
+        run_dir,
+        completion_loss,
+        batcher,
+        resume=resume is not None,
+        progress=progress,
+    )
     _save_final(model, tokenizer, run_dir, recipe)
     trainable, total = count_parameters(model)
-    (run_dir / "train.json").write_text(json.dumps({**result.__dict__, "trainable_params": trainable,
-                                                    "total_params": total}, indent=2))
+    (run_dir / "train.json").write_text(
+        json.dumps({**result.__dict__, "trainable_params": trainable, "total_params": total}, indent=2)
+    )
     save_eval(run_dir, "tuned", *evaluate_model(model, tokenizer, rows, recipe, "tuned", progress))
     write_summary(run_dir, recipe)
     return run_dir
@@ -81,9 +93,15 @@ def _data(recipe: Recipe, tokenizer, run_dir: Path):
     (folder / "report.json").write_text(json.dumps(report, indent=2))
     (folder / "sample.txt").write_text(render_masked(tokenizer, train[0]))
     for split, info in report.items():
-        log.info("%s data: %d examples from %d rows (%d malformed skipped, %d too long: %s)", split,
-                 info["examples"], info["rows_read"], info["skipped_bad_rows"], info["too_long"],
-                 info["too_long_action"])
+        log.info(
+            "%s data: %d examples from %d rows (%d malformed skipped, %d too long: %s)",
+            split,
+            info["examples"],
+            info["rows_read"],
+            info["skipped_bad_rows"],
+            info["too_long"],
+            info["too_long_action"],
+        )
     return train, validation
 
 
@@ -111,8 +129,10 @@ def load_tuned(run_dir: Path, recipe: Recipe):
     dtype = resolve_dtype(recipe.model.dtype, device)
     final = run_dir / "final" / ("adapter" if recipe.adapter == "lora" else "model")
     if not final.is_dir():
-        raise ConfigError(f"{run_dir}: the run has no {final.relative_to(run_dir)} yet (unfinished? resume it "
-                          f"with: honed train --resume {run_dir})")
+        raise ConfigError(
+            f"{run_dir}: the run has no {final.relative_to(run_dir)} yet (unfinished? resume it "
+            f"with: honed train --resume {run_dir})"
+        )
     tokenizer = load_tokenizer(final, recipe.model.trust_remote_code)
     if recipe.adapter == "full":
         return load_model(final, dtype, device, recipe.model.trust_remote_code), tokenizer
@@ -127,14 +147,20 @@ def write_summary(run_dir: Path, recipe: Recipe) -> dict[str, Any]:
     """Gather the run's files into summary.json and report.html; return the summary."""
     base, tuned = load_eval(run_dir, "base"), load_eval(run_dir, "tuned")
     metrics_path = run_dir / "metrics.jsonl"
-    metrics = [json.loads(line) for line in metrics_path.read_text().splitlines()] if metrics_path.exists() else []
+    metrics = (
+        [json.loads(line) for line in metrics_path.read_text().splitlines()] if metrics_path.exists() else []
+    )
     summary = {
         "run_id": run_dir.name,
         "recipe": recipe.model_dump(mode="json"),
         "data": _read_json(run_dir / "data" / "report.json"),
         "train": _read_json(run_dir / "train.json"),
-        "eval": {"task": recipe.eval.task, "rows": len(tuned[1]) if tuned else None,
-                 "base": base[0] if base else None, "tuned": tuned[0] if tuned else None},
+        "eval": {
+            "task": recipe.eval.task,
+            "rows": len(tuned[1]) if tuned else None,
+            "base": base[0] if base else None,
+            "tuned": tuned[0] if tuned else None,
+        },
     }
     write_report(run_dir, summary, metrics, base[1] if base else None, tuned[1] if tuned else None)
     return summary

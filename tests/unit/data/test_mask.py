@@ -87,10 +87,14 @@ def test_render_masked_brackets_the_answers(tiny_tokenizer) -> None:
 
 def test_empty_answer_still_trains_the_end_of_turn(tiny_tokenizer) -> None:
     # The end-of-turn token alone is still trained, so an empty answer teaches the model to stop.
-    encoded = encode_example(tiny_tokenizer, [{"role": "user", "content": "x"},
-                                              {"role": "assistant", "content": ""}])
-    assert [_decode(tiny_tokenizer, [t]) for t, lab in zip(encoded.input_ids, encoded.labels, strict=True)
-            if lab != IGNORE] == [END]
+    encoded = encode_example(
+        tiny_tokenizer, [{"role": "user", "content": "x"}, {"role": "assistant", "content": ""}]
+    )
+    assert [
+        _decode(tiny_tokenizer, [t])
+        for t, lab in zip(encoded.input_ids, encoded.labels, strict=True)
+        if lab != IGNORE
+    ] == [END]
 
 
 def test_non_prefix_template_is_a_row_error(tiny_tokenizer) -> None:

@@ -13,12 +13,16 @@ from honed.data.formats import RowError, detect_format, fill_template, split_pro
 from honed.data.sources import read_rows
 from honed.errors import DataError
 
-QA = [{"question": f"what is {i} + {i}?", "answer": str(2 * i), "topic": "sum" if i % 2 else "even"}
-      for i in range(1, 6)]
+QA = [
+    {"question": f"what is {i} + {i}?", "answer": str(2 * i), "topic": "sum" if i % 2 else "even"}
+    for i in range(1, 6)
+]
 
 
 def _jsonl(path: Path, rows: list) -> Path:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    path.write_text(
+        "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8"
+    )
     return path
 
 
@@ -37,8 +41,10 @@ def test_jsonl_rows_carry_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "d.jsonl"
     path.write_text('{"a": 1}\n\n{"a": 2}\n', encoding="utf-8")
     rows = list(read_rows(path))
-    assert [(r.location, r.row, r.error) for r in rows] == [(f"{path}:1", {"a": 1}, None),
-                                                            (f"{path}:3", {"a": 2}, None)]
+    assert [(r.location, r.row, r.error) for r in rows] == [
+        (f"{path}:1", {"a": 1}, None),
+        (f"{path}:3", {"a": 2}, None),
+    ]
 
 
 def test_malformed_json_line_is_reported_with_its_line(tmp_path: Path) -> None:
@@ -52,7 +58,7 @@ def test_malformed_json_line_is_reported_with_its_line(tmp_path: Path) -> None:
 
 def test_csv_rows_carry_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "d.csv"
-    path.write_text("prompt,completion\nhi,there\n\"multi\nline\",x\nshort,y,extra\n", encoding="utf-8")
+    path.write_text('prompt,completion\nhi,there\n"multi\nline",x\nshort,y,extra\n', encoding="utf-8")
     rows = list(read_rows(path))
     assert rows[0].location == f"{path}:2" and rows[0].row == {"prompt": "hi", "completion": "there"}
     assert rows[1].row == {"prompt": "multi\nline", "completion": "x"}
@@ -93,9 +99,13 @@ def test_unreadable_parquet_is_a_data_error(tmp_path: Path) -> None:
 
 
 def test_chat_row_to_messages(tmp_path: Path) -> None:
-    row = {"messages": [{"role": "user", "content": "hi", "name": "x"}, {"role": "assistant", "content": "yo"}]}
+    row = {
+        "messages": [{"role": "user", "content": "hi", "name": "x"}, {"role": "assistant", "content": "yo"}]
+    }
     assert to_messages(row, "chat", _cfg(tmp_path / "t.jsonl")) == [
-        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "yo"},
+    ]
 
 
 @pytest.mark.parametrize(
@@ -114,7 +124,9 @@ def test_bad_chat_rows(tmp_path: Path, row: dict, reason: str) -> None:
 
 
 def test_prompt_completion_row_to_messages(tmp_path: Path) -> None:
-    messages = to_messages({"prompt": "2+2?", "completion": "4"}, "prompt_completion", _cfg(tmp_path / "t.jsonl"))
+    messages = to_messages(
+        {"prompt": "2+2?", "completion": "4"}, "prompt_completion", _cfg(tmp_path / "t.jsonl")
+    )
     assert messages == [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "4"}]
     assert split_prompt(messages) == ([{"role": "user", "content": "2+2?"}], "4")
     with pytest.raises(RowError, match="field 'completion' must be a non-empty string, got None"):
@@ -122,10 +134,16 @@ def test_prompt_completion_row_to_messages(tmp_path: Path) -> None:
 
 
 def test_template_row_to_messages(tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path / "t.jsonl", format="template", prompt_template="Q: {question}",
-               completion_template="{answer}")
-    assert to_messages(QA[0], "template", cfg) == [{"role": "user", "content": "Q: what is 1 + 1?"},
-                                                   {"role": "assistant", "content": "2"}]
+    cfg = _cfg(
+        tmp_path / "t.jsonl",
+        format="template",
+        prompt_template="Q: {question}",
+        completion_template="{answer}",
+    )
+    assert to_messages(QA[0], "template", cfg) == [
+        {"role": "user", "content": "Q: what is 1 + 1?"},
+        {"role": "assistant", "content": "2"},
+    ]
 
 
 def test_template_missing_field_names_it() -> None:
@@ -139,8 +157,13 @@ def test_system_prompt_is_inserted_unless_the_row_has_one(tmp_path: Path) -> Non
     messages = to_messages(_pc(1), "prompt_completion", cfg)
     assert messages[0] == {"role": "system", "content": "Be brief."}
     assert [m["role"] for m in messages] == ["system", "user", "assistant"]
-    chat = {"messages": [{"role": "system", "content": "Own."}, {"role": "user", "content": "a"},
-                         {"role": "assistant", "content": "b"}]}
+    chat = {
+        "messages": [
+            {"role": "system", "content": "Own."},
+            {"role": "user", "content": "a"},
+            {"role": "assistant", "content": "b"},
+        ]
+    }
     assert to_messages(chat, "chat", cfg)[0]["content"] == "Own."
 
 
@@ -238,7 +261,9 @@ def test_too_long_rows_are_skipped_and_counted(tmp_path: Path, tiny_tokenizer) -
 
 def test_too_long_rows_are_truncated_and_counted(tmp_path: Path, tiny_tokenizer) -> None:
     path = _mixed_lengths(tmp_path)
-    examples, report = build_examples(_cfg(path, max_seq_len=64, on_too_long="truncate"), tiny_tokenizer, "train")
+    examples, report = build_examples(
+        _cfg(path, max_seq_len=64, on_too_long="truncate"), tiny_tokenizer, "train"
+    )
     assert len(examples) == 4 and report.too_long == 2
     assert [len(e.input_ids) for e in examples][1::2] == [64, 64]
     assert all(len(e.labels) == len(e.input_ids) for e in examples)
@@ -256,7 +281,9 @@ def test_too_long_error_names_the_row(tmp_path: Path, tiny_tokenizer) -> None:
 
 def test_truncation_that_cuts_the_whole_answer_drops_the_row(tmp_path: Path, tiny_tokenizer) -> None:
     path = _jsonl(tmp_path / "t.jsonl", [_pc(1), {"prompt": "p" * 100, "completion": "answer"}])
-    examples, report = build_examples(_cfg(path, max_seq_len=64, on_too_long="truncate"), tiny_tokenizer, "train")
+    examples, report = build_examples(
+        _cfg(path, max_seq_len=64, on_too_long="truncate"), tiny_tokenizer, "train"
+    )
     assert len(examples) == 1 and report.too_long == 1
 
 
@@ -278,9 +305,13 @@ def test_holdout_splits_are_disjoint_deterministic_and_complete(tmp_path: Path) 
     assert locations("train") == train and locations("validation") == validation
     # The split depends on each row's content, not its position: a shuffled file keeps every row's side.
     shuffled = _jsonl(tmp_path / "s.jsonl", rows[::-1])
-    again = [r.fields["completion"] for r in iter_rows(_cfg(shuffled, holdout_fraction=0.2), "validation",
-                                                       SplitReport())]
-    assert sorted(again) == sorted(r.fields["completion"] for r in iter_rows(cfg, "validation", SplitReport()))
+    again = [
+        r.fields["completion"]
+        for r in iter_rows(_cfg(shuffled, holdout_fraction=0.2), "validation", SplitReport())
+    ]
+    assert sorted(again) == sorted(
+        r.fields["completion"] for r in iter_rows(cfg, "validation", SplitReport())
+    )
 
 
 def test_validation_without_a_source_is_an_error(tmp_path: Path) -> None:

@@ -66,13 +66,20 @@ def test_batch_8x1_equals_2x4(tiny_recipe, tiny_model_dir, tmp_path):
     """Gradient accumulation is exact: same examples per step, same loss, same update."""
     results = []
     for batch, accum in ((8, 1), (2, 4)):
-        recipe = tiny_recipe("train.max_steps=2", f"train.batch_size={batch}", f"train.grad_accum_steps={accum}",
-                             "lora.dropout=0.0", "train.lr=1e-2")
+        recipe = tiny_recipe(
+            "train.max_steps=2",
+            f"train.batch_size={batch}",
+            f"train.grad_accum_steps={accum}",
+            "lora.dropout=0.0",
+            "train.lr=1e-2",
+        )
         model, examples, batcher = _setup(recipe, tiny_model_dir)
         run_dir = tmp_path / f"{batch}x{accum}"
         run_dir.mkdir()
         train_loop(model, examples, None, recipe.train, run_dir, completion_loss, batcher, progress=False)
-        results.append((_losses(run_dir), {n: p.detach().clone() for n, p in trainable_parameters(model).items()}))
+        results.append(
+            (_losses(run_dir), {n: p.detach().clone() for n, p in trainable_parameters(model).items()})
+        )
     (losses_a, params_a), (losses_b, params_b) = results
     for (step_a, loss_a), (step_b, loss_b) in zip(losses_a, losses_b, strict=True):
         assert step_a == step_b and loss_a == pytest.approx(loss_b, rel=1e-5)
@@ -127,6 +134,6 @@ def test_lr_schedule_warmup_then_cosine(tiny_recipe):
     assert lr_at(4, 14, cfg) == pytest.approx(1.0)
     assert lr_at(9, 14, cfg) == pytest.approx(0.5)
     assert lr_at(14, 14, cfg) == pytest.approx(0.0, abs=1e-12)
-    linear = tiny_recipe("train.lr=1.0", "train.lr_schedule=linear").train
+    linear = tiny_recipe("train.lr=1.0", "train.lr_schedule=linear", "train.lr_warmup_steps=0").train
     assert lr_at(5, 10, linear) == pytest.approx(0.5)
     assert math.isclose(lr_at(3, 10, tiny_recipe("train.lr_schedule=constant", "train.lr=0.1").train), 0.1)

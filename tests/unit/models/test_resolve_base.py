@@ -31,7 +31,9 @@ def test_unknown_name_lists_the_options():
 def test_hub_id_offline_fails_with_a_clear_message(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))
-    with pytest.raises(ModelError, match="could not fetch 'nobody-xyz/not-a-model' from the Hugging Face hub"):
+    with pytest.raises(
+        ModelError, match="could not fetch 'nobody-xyz/not-a-model' from the Hugging Face hub"
+    ):
         resolve_base("nobody-xyz/not-a-model")
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import signal
 
 import pytest
 import torch
 
+from honed.config.schema import TrainConfig
 from honed.data.dataset import build_examples
 from honed.errors import TrainingError, TrainingInterrupted
 from honed.models.load import load_model, load_tokenizer
@@ -128,12 +128,11 @@ def test_non_finite_loss_stops_with_clear_error(tiny_recipe, tiny_model_dir, tmp
         train_loop(model, examples, None, recipe.train, tmp_path, nan_loss, batcher, progress=False)
 
 
-def test_lr_schedule_warmup_then_cosine(tiny_recipe):
-    cfg = tiny_recipe("train.lr=1.0", "train.lr_warmup_steps=4", "train.lr_schedule=cosine").train
+def test_lr_schedule_warmup_then_decay():
+    cfg = TrainConfig(lr=1.0, lr_warmup_steps=4, lr_schedule="cosine")
     assert [lr_at(s, 14, cfg) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
     assert lr_at(4, 14, cfg) == pytest.approx(1.0)
     assert lr_at(9, 14, cfg) == pytest.approx(0.5)
     assert lr_at(14, 14, cfg) == pytest.approx(0.0, abs=1e-12)
-    linear = tiny_recipe("train.lr=1.0", "train.lr_schedule=linear", "train.lr_warmup_steps=0").train
-    assert lr_at(5, 10, linear) == pytest.approx(0.5)
-    assert math.isclose(lr_at(3, 10, tiny_recipe("train.lr_schedule=constant", "train.lr=0.1").train), 0.1)
+    assert lr_at(5, 10, TrainConfig(lr=1.0, lr_schedule="linear")) == pytest.approx(0.5)
+    assert lr_at(7, 10, TrainConfig(lr=0.1, lr_schedule="constant")) == pytest.approx(0.1)

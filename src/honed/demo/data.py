@@ -306,6 +306,7 @@ def demo_recipe_dict(folder: Path) -> dict[str, Any]:
             "epochs": 1,
             "lr_warmup_steps": 10,
             "lr_schedule": "cosine",
+            "eval_every_steps": 25,
         },
         "eval": {"task": "structured", "max_rows": 60, "max_new_tokens": 48, "batch_size": 20},
     }

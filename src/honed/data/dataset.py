@@ -165,6 +165,7 @@ class EvalRow:
     prompt: list[dict[str, str]]
     reference: str
     slice: str | None
+    fields: dict[str, Any] = field(default_factory=dict)
 
 
 def load_eval_rows(recipe: Recipe) -> list[EvalRow]:
@@ -175,7 +176,9 @@ def load_eval_rows(recipe: Recipe) -> list[EvalRow]:
     for row in iter_rows(cfg, recipe.eval.split, report):
         prompt, reference = split_prompt(row.messages)
         value = row.fields.get(cfg.slice_field) if cfg.slice_field else None
-        rows.append(EvalRow(row.location, prompt, reference, None if value is None else str(value)))
+        rows.append(
+            EvalRow(row.location, prompt, reference, None if value is None else str(value), row.fields)
+        )
         if recipe.eval.max_rows is not None and len(rows) >= recipe.eval.max_rows:
             break
     return rows

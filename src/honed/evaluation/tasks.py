@@ -10,7 +10,8 @@ from __future__ import annotations
 import difflib
 import re
 import unicodedata
-from typing import Protocol, runtime_checkable
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
 
 from honed.errors import ConfigError
 
@@ -36,8 +37,10 @@ class Task(Protocol):
     name: str
     primary_metric: str
 
-    def score(self, prediction: str, reference: str) -> dict[str, float]:
-        """Return the per-example numbers for one prediction."""
+    def score(
+        self, prediction: str, reference: str, fields: Mapping[str, Any] | None = None
+    ) -> dict[str, float]:
+        """Return the per-example numbers for one prediction; `fields` is the data row (e.g. a schema)."""
         ...
 
     def aggregate(self, scores: list[dict[str, float]]) -> dict[str, float]:
@@ -58,7 +61,9 @@ class ExactMatchTask:
     name = "exact_match"
     primary_metric = "exact_match"
 
-    def score(self, prediction: str, reference: str) -> dict[str, float]:
+    def score(
+        self, prediction: str, reference: str, fields: Mapping[str, Any] | None = None
+    ) -> dict[str, float]:
         """Return {"exact_match": 1.0} when the normalized texts are equal, else 0.0."""
         return {"exact_match": float(normalize_text(prediction) == normalize_text(reference))}
 
@@ -140,7 +145,9 @@ class StructuredTask:
     name = "structured"
     primary_metric = "slot_f1"
 
-    def score(self, prediction: str, reference: str) -> dict[str, float]:
+    def score(
+        self, prediction: str, reference: str, fields: Mapping[str, Any] | None = None
+    ) -> dict[str, float]:
         """Return act correctness, slot pair counts, slot P/R/F1, exact match and parse success (1/0)."""
         pred_act, pred_slots = parse_functional(prediction)
         gold_act, gold_slots = parse_functional(reference)

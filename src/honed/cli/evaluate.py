@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from honed.cli._common import show_progress
+from honed.cli._common import add_task_files, show_progress
 
 
 def add_parser(sub) -> None:
@@ -19,25 +19,43 @@ def add_parser(sub) -> None:
     )
     parser.add_argument("run_dir", metavar="RUN", help="Run directory (runs/<run-id>).")
     parser.add_argument("--no-base", action="store_true", help="Score only the tuned model.")
+    add_task_files(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from honed.evaluation.evaluate import evaluate_run
 
-    evaluate_run(args.run_dir, base=not args.no_base, progress=show_progress(args))
+    evaluate_run(
+        args.run_dir, base=not args.no_base, task_files=args.task_files, progress=show_progress(args)
+    )
     print_scores(Path(args.run_dir))
     return 0
 
 
 def print_scores(run_dir: Path) -> None:
-    """Base and tuned metrics side by side, from the run's summary.json."""
-    summary = json.loads((run_dir / "summary.json").read_text())
-    evaluation = summary["eval"]
-    base, tuned = evaluation.get("base") or {}, evaluation.get("tuned") or {}
-    names = [k for k, v in tuned.items() if isinstance(v, float) and k != "rows"]
-    print(f"\n{evaluation['task']} on {evaluation['rows']} rows       base     tuned")
-    for name in names:
-        before = f"{base[name]:8.3f}" if name in base else "       -"
-        print(f"  {name:<24}{before}  {tuned[name]:8.3f}")
-    print(f"\nrun: {run_dir}\nreport: {run_dir / 'report.html'}")
+    """Base, few-shot and tuned metrics side by side (and the forgetting probe), from summary.json."""
+    evaluation = json.loads((run_dir / "summary.json").read_text())["eval"]
+    labels = [label for label in ("base", "few_shot", "tuned") if evaluation.get(label)]
+    if labels:
+        names = [k for k, v in evaluation[labels[-1]].items() if isinstance(v, float) and k != "rows"]
+        print(
+            f"\n{evaluation['task']} on {evaluation['rows']} rows".ljust(34)
+            + "".join(f"{x:>10}" for x in labels)
+        )
+        for name in names:
+            values = [evaluation[label].get(name) for label in labels]
+            print(
+                f"  {name:<32}"
+                + "".join(f"{v:10.3f}" if isinstance(v, float) else f"{'-':>10}" for v in values)
+            )
+    probe = evaluation.get("probe") or {}
+    if probe.get("base") and probe.get("tuned"):
+        print("  forgetting probe (lower is better)")
+        for name, before in probe["base"].items():
+            print(f"  {name:<32}{before:10.3f}{probe['tuned'][name]:10.3f}")
+    comparison = run_dir / "comparison.md"
+    print(
+        f"\nrun: {run_dir}\nreport: {run_dir / 'report.html'}"
+        + (f"\ncomparison: {comparison}" if comparison.exists() else "")
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from honed.cli._common import add_overrides, show_progress
+from honed.cli._common import add_overrides, add_task_files, show_progress
 from honed.errors import ConfigError
 
 
@@ -18,6 +18,7 @@ def add_parser(sub) -> None:
     parser.add_argument("recipe", nargs="?", help="Recipe YAML file.")
     add_overrides(parser)
     parser.add_argument("--resume", metavar="RUN", help="Continue an interrupted run directory.")
+    add_task_files(parser)
     parser.set_defaults(run=run)
 
 
@@ -30,11 +31,13 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(
                 "--resume RUN continues a run with its saved recipe; give no recipe or overrides"
             )
-        run_dir = finetune(resume=args.resume, progress=show_progress(args))
+        run_dir = finetune(resume=args.resume, progress=show_progress(args), task_files=args.task_files)
     else:
         if not args.recipe:
             raise ConfigError("give a recipe file (honed train RECIPE) or a run to resume (--resume RUN)")
-        run_dir = finetune(load_recipe(args.recipe, args.overrides), progress=show_progress(args))
+        run_dir = finetune(
+            load_recipe(args.recipe, args.overrides), progress=show_progress(args), task_files=args.task_files
+        )
     from honed.cli.evaluate import print_scores
 
     print_scores(run_dir)

@@ -6,7 +6,7 @@ pydantic's errors into one message listing every problem with a "did you mean" s
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -136,16 +136,35 @@ class TrainConfig(_Strict):
 class EvalConfig(_Strict):
     """How the base and tuned models are scored on held-out rows."""
 
-    task: Literal["exact_match", "structured"] = Field(
+    task: str = Field(
         "exact_match",
-        description="exact_match: normalised string equality; structured: functional "
-        "representations act(slot[value], ...) scored by act accuracy and slot precision/recall/F1.",
+        description="A task name: exact_match (normalised string equality), structured "
+        "(act(slot[value], ...) scored by act accuracy and slot P/R/F1), sql (execution accuracy on "
+        "generated databases), math "
+        "(final numeric answer), perplexity (raw text), choice (multiple choice by log-likelihood), or a "
+        "custom task registered through the 'honed.tasks' entry point or `--task-file`.",
+    )
+    task_options: dict[str, Any] = Field(
+        default_factory=dict, description="Options passed to the task, e.g. {context_field: context} for sql."
     )
     split: Literal["validation", "train"] = Field("validation", description="Which data file to score.")
     max_rows: int | None = Field(100, gt=0, description="Score the first N rows; null: all.")
     max_new_tokens: int = Field(128, gt=0, description="Generation budget per answer, in tokens.")
     batch_size: int = Field(16, gt=0, description="Prompts generated together.")
-    base: bool = Field(True, description="Also score the base model on the same rows (for the comparison).")
+    stop: list[str] = Field(default_factory=list, description="Stop strings: an answer is cut at the first.")
+    base: bool = Field(True, description="Also score the base model zero-shot on the same rows.")
+    few_shot_k: int = Field(
+        0,
+        ge=0,
+        description="Also score the base model with k in-context examples drawn "
+        "from the training file (0: off).",
+    )
+    few_shot_seed: int = Field(0, description="Seed for drawing the in-context examples.")
+    forgetting_probe: bool = Field(
+        False,
+        description="Also compare base and tuned on a general probe: "
+        "perplexity on general text and on the base model's answers to chat prompts.",
+    )
 
 
 class OutputConfig(_Strict):

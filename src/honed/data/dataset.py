@@ -71,8 +71,11 @@ class SplitReport:
         }
 
 
-def iter_rows(cfg: DataConfig, split: str, report: SplitReport) -> Iterator[Row]:
-    """Usable rows of `split` ("train" or "validation"), honouring on_bad_row, holdout and row caps."""
+def iter_rows(cfg: DataConfig, split: str, report: SplitReport, raw: bool = False) -> Iterator[Row]:
+    """Usable rows of `split` ("train" or "validation"), honouring on_bad_row, holdout and row caps.
+
+    With `raw`, rows are not turned into messages (for tasks that read fields directly, e.g. perplexity).
+    """
     path, holdout = _split_source(cfg, split)
     limit = cfg.max_train_rows if split == "train" else cfg.max_validation_rows
     fmt = None if cfg.format == "auto" else cfg.format
@@ -84,8 +87,9 @@ def iter_rows(cfg: DataConfig, split: str, report: SplitReport) -> Iterator[Row]
         try:
             if source.error:
                 raise RowError(source.error)
-            fmt = fmt or detect_format(source.row, source.location)
-            messages = to_messages(source.row, fmt, cfg)
+            if not raw:
+                fmt = fmt or detect_format(source.row, source.location)
+            messages = [] if raw else to_messages(source.row, fmt, cfg)
         except RowError as exc:
             _bad_row(cfg, report, f"{source.location}: {exc}")
             continue
@@ -168,13 +172,13 @@ class EvalRow:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-def load_eval_rows(recipe: Recipe) -> list[EvalRow]:
-    """The first `eval.max_rows` usable rows of the evaluation split."""
+def load_eval_rows(recipe: Recipe, raw: bool = False) -> list[EvalRow]:
+    """The first `eval.max_rows` usable rows of the evaluation split (`raw`: fields only, no messages)."""
     cfg = recipe.data
     report = SplitReport()
     rows = []
-    for row in iter_rows(cfg, recipe.eval.split, report):
-        prompt, reference = split_prompt(row.messages)
+    for row in iter_rows(cfg, recipe.eval.split, report, raw=raw):
+        prompt, reference = split_prompt(row.messages) if row.messages else ([], "")
         value = row.fields.get(cfg.slice_field) if cfg.slice_field else None
         rows.append(
             EvalRow(row.location, prompt, reference, None if value is None else str(value), row.fields)

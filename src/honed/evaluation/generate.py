@@ -1,13 +1,33 @@
-"""Batched greedy generation for evaluation: KV cache, left padding, prompts sorted by length.
+"""Batched generation with a KV cache: greedy or sampled, stop strings, finished rows dropped early.
 
-Prompts arrive as already-rendered text (see `honed.data.tokenize.render_prompt`), so evaluation sees
-exactly what training and serving see. Sorting by length keeps each batch's padding small; results come
-back in the caller's order.
+Prompts arrive as already-rendered text (see `honed.data.tokenize.render_prompt`), so evaluation and
+serving see exactly what training saw. Rows are sorted by length so each batch carries little padding,
+and results come back in the caller's order.
+
+Why not `model.generate`: its per-step machinery (logits processors, stopping criteria, full-vocabulary
+logits for every prompt position at prefill) costs time and memory a CPU cannot spare, and it keeps
+computing rows that have already finished. This loop asks for the last position's logits only, and
+removes finished rows from the batch and the cache (`DynamicCache.batch_select_indices`), so one long
+rambling answer no longer makes the whole batch pay for its length.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How the next token is chosen: greedy when temperature is 0."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+
+GREEDY = Sampling()
 
 
 def generate(
@@ -16,49 +36,138 @@ def generate(
     prompts: list[str],
     max_new_tokens: int,
     batch_size: int = 16,
+    stop: list[str] | None = None,
+    sampling: Sampling = GREEDY,
     progress: bool = False,
     desc: str = "generate",
 ) -> list[str]:
-    """Greedy completions of `prompts`, decoded without special tokens, in input order."""
+    """Completions of `prompts` (special tokens removed, cut at the first stop string), in input order."""
     from tqdm.auto import tqdm
 
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     outputs: list[str] = [""] * len(prompts)
-    device = next(model.parameters()).device
+    generator = _generator(sampling, next(model.parameters()).device)
     was_training = model.training
     model.eval()
     with tqdm(total=len(prompts), desc=desc, unit="row", disable=not progress, dynamic_ncols=True) as bar:
         for start in range(0, len(order), batch_size):
             chosen = order[start : start + batch_size]
-            texts = _generate_batch(model, tokenizer, [encoded[i] for i in chosen], max_new_tokens, device)
-            for i, text in zip(chosen, texts, strict=True):
+            batch = _Batch(model, tokenizer, [encoded[i] for i in chosen], stop or [], sampling, generator)
+            for i, text in zip(chosen, batch.run(max_new_tokens), strict=True):
                 outputs[i] = text
             bar.update(len(chosen))
     model.train(was_training)
     return outputs
 
 
-def _generate_batch(model, tokenizer, batch: list[list[int]], max_new_tokens: int, device) -> list[str]:
-    """One left-padded batch through `model.generate` (greedy, cached), new tokens decoded."""
-    pad_id = tokenizer.pad_token_id
-    width = max(len(ids) for ids in batch)
-    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, ids in enumerate(batch):
-        input_ids[row, width - len(ids) :] = torch.tensor(ids)
-        attention_mask[row, width - len(ids) :] = 1
-    with torch.no_grad():
-        out = model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention_mask.to(device),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            use_cache=True,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=pad_id,
-            temperature=None,
-            top_p=None,
-            top_k=None,
+def _generator(sampling: Sampling, device) -> torch.Generator | None:
+    if sampling.temperature <= 0:
+        return None
+    generator = torch.Generator(device=device)
+    generator.manual_seed(sampling.seed if sampling.seed is not None else torch.seed())
+    return generator
+
+
+class _Batch:
+    """One left-padded batch decoded step by step; rows leave the batch when they finish."""
+
+    def __init__(
+        self, model, tokenizer, prompts: list[list[int]], stop: list[str], sampling: Sampling, generator
+    ) -> None:
+        self.model, self.tokenizer, self.stop, self.sampling, self.generator = (
+            model,
+            tokenizer,
+            stop,
+            sampling,
+            generator,
         )
-    return [tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in out]
+        self.device = next(model.parameters()).device
+        self.eos = _eos_ids(model, tokenizer)
+        self.new_tokens: list[list[int]] = [[] for _ in prompts]
+        self.texts: list[str | None] = [None] * len(prompts)
+        width = max(len(p) for p in prompts)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
+        self.mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        self.alive = list(range(len(prompts)))  # original row of each batch position
+
+    @torch.no_grad()
+    def run(self, max_new_tokens: int) -> list[str]:
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        positions = (self.mask.cumsum(-1) - 1).clamp(min=0)
+        tokens = self.input_ids
+        for _ in range(max_new_tokens):
+            logits = self.model(
+                input_ids=tokens,
+                attention_mask=self.mask,
+                position_ids=positions,
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            ).logits[:, -1]
+            chosen = self._pick(logits)
+            keep = self._record(chosen.tolist())
+            if not keep:
+                break
+            if len(keep) < len(chosen):
+                index = torch.tensor(keep, device=self.device)
+                cache.batch_select_indices(index)
+                chosen, self.mask, positions = chosen[index], self.mask[index], positions[index]
+                self.alive = [self.alive[k] for k in keep]
+            tokens = chosen[:, None]
+            self.mask = torch.cat([self.mask, self.mask.new_ones((len(keep), 1))], dim=1)
+            positions = positions[:, -1:] + 1
+        for row in self.alive:
+            self.texts[row] = self._finish(row)
+        return [text or "" for text in self.texts]
+
+    def _pick(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.generator is None:
+            return logits.argmax(dim=-1)
+        probs = torch.softmax(logits.float() / self.sampling.temperature, dim=-1)
+        if self.sampling.top_p < 1.0:
+            sorted_probs, sorted_ids = probs.sort(dim=-1, descending=True)
+            outside = sorted_probs.cumsum(-1) - sorted_probs > self.sampling.top_p
+            sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+            probs = torch.zeros_like(probs).scatter(-1, sorted_ids, sorted_probs)
+        return torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
+
+    def _record(self, chosen: list[int]) -> list[int]:
+        """Append each alive row's token; return the batch positions that go on."""
+        keep = []
+        for position, token in enumerate(chosen):
+            row = self.alive[position]
+            if token in self.eos:
+                self.texts[row] = self._finish(row)
+                continue
+            self.new_tokens[row].append(token)
+            if self.stop and self._stopped(row):
+                continue
+            keep.append(position)
+        return keep
+
+    def _stopped(self, row: int) -> bool:
+        text = self.tokenizer.decode(self.new_tokens[row][-16:], skip_special_tokens=True)
+        if not any(s in text for s in self.stop):
+            return False
+        self.texts[row] = self._finish(row)
+        return True
+
+    def _finish(self, row: int) -> str:
+        text = self.tokenizer.decode(self.new_tokens[row], skip_special_tokens=True)
+        for s in self.stop:
+            cut = text.find(s)
+            if cut >= 0:
+                text = text[:cut]
+        return text.strip()
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    """Every token id that ends a turn: the tokenizer's eos plus the model's generation config eos."""
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(config_eos if isinstance(config_eos, list) else [config_eos] if config_eos is not None else [])
+    return ids

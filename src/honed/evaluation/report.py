@@ -14,9 +14,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-from honed.errors import ConfigError
-from honed.evaluation.tasks import get_task
-
 _MAX_EXAMPLES = 20
 _MAX_REGRESSIONS = 5
 _CHART_W, _CHART_H = 640, 300
@@ -155,11 +152,17 @@ def _header_table(summary: dict) -> str:
 
 def _primary_metric(eval_info: dict, *prediction_lists: list[dict] | None) -> str | None:
     """Return the eval task's primary metric, falling back to the first score key of any prediction."""
-    task_name = eval_info.get("task")
-    if isinstance(task_name, str):
+    for label in ("tuned", "base"):
+        primary = _as_dict(eval_info.get(label)).get("primary_metric")
+        if isinstance(primary, str):
+            return primary
+    if isinstance(eval_info.get("task"), str):
+        from honed.errors import HonedError
+        from honed.evaluation.registry import build_task
+
         try:
-            return get_task(task_name).primary_metric
-        except ConfigError:
+            return build_task(eval_info["task"]).primary_metric
+        except HonedError:
             pass
     for predictions in prediction_lists:
         for row in predictions or []:

@@ -1,19 +1,16 @@
 """Scoring of generated answers against references, one Task per answer format.
 
-This module owns text normalization, the per-example scores and the corpus metrics of each task, and the
-table that picks a task by name. It knows nothing about models, generation or reports, and imports no
-torch: a Task sees only strings.
+This module owns text normalization and the per-example scores and corpus metrics of the string tasks;
+`registry` picks a task by name. It knows nothing about models, generation or reports, and imports no
+torch: a Task sees only strings (and the data row, for tasks such as sql that need it).
 """
 
 from __future__ import annotations
 
-import difflib
 import re
 import unicodedata
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
-
-from honed.errors import ConfigError
 
 _ACT_START = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)\(")
 
@@ -56,16 +53,42 @@ def _mean(scores: list[dict[str, float]], key: str) -> float:
 
 
 class ExactMatchTask:
-    """A prediction is right when it equals the reference after `normalize_text`."""
+    """A prediction is right when it equals the reference after normalisation.
+
+    Options (`eval.task_options`): `lowercase` (default true), `strip_punctuation` (default false: remove
+    every Unicode punctuation character), `collapse_whitespace` (default true) and `strip_trailing_period`
+    (default true). NFKC Unicode normalisation always applies.
+    """
 
     name = "exact_match"
     primary_metric = "exact_match"
+
+    def __init__(
+        self,
+        lowercase: bool = True,
+        strip_punctuation: bool = False,
+        collapse_whitespace: bool = True,
+        strip_trailing_period: bool = True,
+    ) -> None:
+        self.lowercase, self.strip_punctuation = lowercase, strip_punctuation
+        self.collapse_whitespace, self.strip_trailing_period = collapse_whitespace, strip_trailing_period
+
+    def normalize(self, text: str) -> str:
+        """`text` under this task's normalisation options."""
+        text = unicodedata.normalize("NFKC", text)
+        if self.strip_punctuation:
+            text = "".join(ch for ch in text if not unicodedata.category(ch).startswith("P"))
+        text = " ".join(text.split()) if self.collapse_whitespace else text.strip()
+        text = text.lower() if self.lowercase else text
+        if self.strip_trailing_period and text.endswith("."):
+            text = text[:-1].rstrip()
+        return text
 
     def score(
         self, prediction: str, reference: str, fields: Mapping[str, Any] | None = None
     ) -> dict[str, float]:
         """Return {"exact_match": 1.0} when the normalized texts are equal, else 0.0."""
-        return {"exact_match": float(normalize_text(prediction) == normalize_text(reference))}
+        return {"exact_match": float(self.normalize(prediction) == self.normalize(reference))}
 
     def aggregate(self, scores: list[dict[str, float]]) -> dict[str, float]:
         """Return the fraction of exact matches and the row count."""
@@ -185,16 +208,3 @@ class StructuredTask:
             "parse_rate": _mean(scores, "parsed"),
             "rows": len(scores),
         }
-
-
-TASKS: dict[str, Task] = {task.name: task for task in (ExactMatchTask(), StructuredTask())}
-
-
-def get_task(name: str) -> Task:
-    """Return the task registered under `name`, or raise ConfigError naming the known tasks."""
-    if name in TASKS:
-        return TASKS[name]
-    known = ", ".join(sorted(TASKS))
-    close = difflib.get_close_matches(str(name), list(TASKS), n=1)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
-    raise ConfigError(f"eval.task: unknown task {name!r}; known tasks: {known}.{hint}")

@@ -33,11 +33,11 @@ def causal_lm(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def completion_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """Sum of next-token cross-entropy over labelled positions, and how many there are.
+def labelled_token_nll(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Next-token negative log-likelihood of every labelled position, and the batch row it belongs to.
 
-    Shapes: input_ids/labels (batch, seq). Logits are computed for labelled positions only: an
-    (n_labels x vocab) tensor instead of (batch x seq x vocab).
+    Shapes: input_ids/labels (batch, seq) -> two (n_labels,) tensors. Logits are computed for labelled
+    positions only: an (n_labels x vocab) tensor instead of (batch x seq x vocab).
     """
     lm = causal_lm(model)
     hidden = lm.get_decoder()(
@@ -45,7 +45,21 @@ def completion_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor
     ).last_hidden_state
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE
-    hidden = hidden[:, :-1][keep]  # (n_labels, hidden)
-    targets = targets[keep]
-    logits = lm.get_output_embeddings()(hidden).float()
-    return F.cross_entropy(logits, targets, reduction="sum"), int(targets.numel())
+    rows = torch.arange(targets.shape[0], device=targets.device)[:, None].expand_as(targets)[keep]
+    logits = lm.get_output_embeddings()(hidden[:, :-1][keep]).float()
+    return F.cross_entropy(logits, targets[keep], reduction="none"), rows
+
+
+def completion_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+    """Sum of next-token cross-entropy over labelled positions, and how many there are."""
+    nll, _ = labelled_token_nll(model, batch)
+    return nll.sum(), int(nll.numel())
+
+
+def row_nll(model, batch: dict[str, torch.Tensor]) -> tuple[list[float], list[int]]:
+    """Per batch row: summed NLL of its labelled tokens and their count (for log-likelihood scoring)."""
+    nll, rows = labelled_token_nll(model, batch)
+    size = batch["input_ids"].shape[0]
+    sums = torch.zeros(size, device=nll.device).index_add_(0, rows, nll.detach())
+    counts = torch.zeros(size, dtype=torch.long, device=nll.device).index_add_(0, rows, torch.ones_like(rows))
+    return sums.tolist(), counts.tolist()

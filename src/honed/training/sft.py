@@ -10,15 +10,25 @@ import functools
 import json
 import logging
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from honed.config.schema import Recipe
-from honed.data.dataset import build_examples, load_eval_rows
+from honed.data.dataset import build_examples
 from honed.data.tokenize import render_masked
-from honed.evaluation.evaluate import evaluate_model, load_eval, save_eval
+from honed.evaluation.evaluate import (
+    BASE,
+    FEW_SHOT,
+    TUNED,
+    build_eval,
+    load_eval,
+    load_probe,
+    score_base,
+    score_tuned,
+)
 from honed.evaluation.report import write_report
 from honed.models.load import load_model, load_tokenizer, resolve_base, resolve_device, resolve_dtype
 from honed.models.lora import apply_lora, count_parameters
@@ -29,8 +39,16 @@ from honed.training.run_dir import create_run_dir, load_run_recipe
 log = logging.getLogger(__name__)
 
 
-def finetune(recipe: Recipe | None = None, resume: str | Path | None = None, progress: bool = True) -> Path:
-    """Run a recipe (or continue the run in `resume`) end to end; return the run directory."""
+def finetune(
+    recipe: Recipe | None = None,
+    resume: str | Path | None = None,
+    progress: bool = True,
+    task_files: Sequence[str | Path] = (),
+) -> Path:
+    """Run a recipe (or continue the run in `resume`) end to end; return the run directory.
+
+    `task_files` are local Python files defining custom evaluation tasks (see `evaluation.registry`).
+    """
     if resume is not None:
         run_dir = Path(resume)
         recipe = load_run_recipe(run_dir)
@@ -47,9 +65,8 @@ def finetune(recipe: Recipe | None = None, resume: str | Path | None = None, pro
     model = load_model(
         folder, resolve_dtype(recipe.model.dtype, device), device, recipe.model.trust_remote_code
     )
-    rows = load_eval_rows(recipe)
-    if recipe.eval.base and load_eval(run_dir, "base") is None:
-        save_eval(run_dir, "base", *evaluate_model(model, tokenizer, rows, recipe, "base", progress))
+    task, rows = build_eval(recipe, task_files)
+    score_base(model, tokenizer, recipe, run_dir, task, rows, progress)
     model = _prepare(model, recipe)
     batcher = functools.partial(collate, pad_id=tokenizer.pad_token_id, device=device)
     result = train_loop(
@@ -68,7 +85,7 @@ def finetune(recipe: Recipe | None = None, resume: str | Path | None = None, pro
     (run_dir / "train.json").write_text(
         json.dumps({**result.__dict__, "trainable_params": trainable, "total_params": total}, indent=2)
     )
-    save_eval(run_dir, "tuned", *evaluate_model(model, tokenizer, rows, recipe, "tuned", progress))
+    score_tuned(model, tokenizer, recipe, run_dir, task, rows, progress)
     write_summary(run_dir, recipe)
     return run_dir
 
@@ -145,11 +162,12 @@ def load_tuned(run_dir: Path, recipe: Recipe):
 
 def write_summary(run_dir: Path, recipe: Recipe) -> dict[str, Any]:
     """Gather the run's files into summary.json and report.html; return the summary."""
-    base, tuned = load_eval(run_dir, "base"), load_eval(run_dir, "tuned")
+    systems = {label: load_eval(run_dir, label) for label in (BASE, FEW_SHOT, TUNED)}
     metrics_path = run_dir / "metrics.jsonl"
     metrics = (
         [json.loads(line) for line in metrics_path.read_text().splitlines()] if metrics_path.exists() else []
     )
+    tuned = systems[TUNED]
     summary = {
         "run_id": run_dir.name,
         "recipe": recipe.model_dump(mode="json"),
@@ -158,12 +176,18 @@ def write_summary(run_dir: Path, recipe: Recipe) -> dict[str, Any]:
         "eval": {
             "task": recipe.eval.task,
             "rows": len(tuned[1]) if tuned else None,
-            "base": base[0] if base else None,
-            "tuned": tuned[0] if tuned else None,
+            **{label: found[0] if found else None for label, found in systems.items()},
+            "probe": {label: _probe_numbers(run_dir, label) for label in (BASE, TUNED)},
         },
     }
+    base = systems[BASE]
     write_report(run_dir, summary, metrics, base[1] if base else None, tuned[1] if tuned else None)
     return summary
+
+
+def _probe_numbers(run_dir: Path, label: str) -> dict[str, float] | None:
+    probe = load_probe(run_dir, label)
+    return {k: v for k, v in probe.items() if isinstance(v, float)} if probe else None
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -1,0 +1,647 @@
+"""Compare evaluated systems on the same rows: corpus metrics, paired bootstrap tests, slices, regressions.
+
+This module owns the statistics of a comparison and its JSON, Markdown and HTML renderings. It reads the
+per-row score dicts that `evaluate.py` writes to predictions.jsonl and knows nothing about models or
+generation; it imports no torch, and matplotlib only inside `render_html`.
+
+Statistics. Each bootstrap resample draws n row indices with replacement from a numpy Generator seeded
+with `seed`; every system is resampled with the same indices (a paired bootstrap), and the corpus metrics
+are recomputed on each resample with the task's own aggregate, so non-linear metrics such as micro-averaged
+slot F1 (summed tp/fp/fn) are resampled correctly rather than averaged per row.
+
+- `ci_low`, `ci_high`: the percentile interval of the resampled deltas (b - a) at `confidence`.
+- `p_value`: the two-sided percentile-bootstrap p-value, 2 * (fraction of resampled deltas on the other
+  side of 0 from the observed delta, 0 included), capped at 1; it is 1 when the observed delta is 0, and 0
+  when no resample reaches 0, which means p < 2 / resamples (the renderings say so).
+- `significant`: the interval excludes 0 (equivalently, up to resampling granularity, p < 1 - confidence).
+
+Fast path. Recomputing aggregate in Python for 1000 resamples x 1000 rows takes seconds, so a task whose
+corpus metrics are functions of per-key column sums and the row count gets them for all resamples at once
+with numpy (a resample's sums are its bootstrap count vector times the row x key score matrix). Such a
+task either defines `aggregate_sums(sums: Mapping[str, ndarray], rows: int) -> dict[str, ndarray]`, or is
+listed in `_SUM_AGGREGATES` below. The fast result on the full sample is checked against
+`task.aggregate`; on a mismatch honed logs a warning and uses the generic loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from honed.errors import ConfigError, DataError
+from honed.evaluation.tasks import ExactMatchTask, StructuredTask, Task
+
+log = logging.getLogger(__name__)
+
+MAX_REGRESSIONS = 20
+_CELL_CHARS = 200  # longer prompts and predictions are cut in the Markdown/HTML tables, not in the JSON
+_CHUNK_ELEMENTS = 2_000_000  # resampled indices held at once (16 MB of int64)
+_ZERO = 1e-12  # deltas closer to 0 than this are float noise and count as 0
+
+SumAggregate = Callable[[Mapping[str, np.ndarray], int], Mapping[str, Any]]
+
+
+@dataclass
+class System:
+    """One evaluated system: a display label and its predictions.jsonl rows (with "index" and "score")."""
+
+    label: str
+    predictions: list[dict]
+
+
+# ---- corpus metrics from column sums (the fast path) ----
+
+
+def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """Return numerator / denominator elementwise, 0.0 where the denominator is 0."""
+    out = np.zeros(np.shape(numerator))
+    np.divide(numerator, denominator, out=out, where=denominator != 0)
+    return out
+
+
+def _exact_match_sums(sums: Mapping[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+    """ExactMatchTask.aggregate over resamples: the mean of per-row exact_match."""
+    return {"exact_match": sums["exact_match"] / rows}
+
+
+def _structured_sums(sums: Mapping[str, np.ndarray], rows: int) -> dict[str, np.ndarray]:
+    """StructuredTask.aggregate over resamples: means, and slot P/R/F1 micro-averaged from summed counts."""
+    tp, fp, fn = sums["slot_tp"], sums["slot_fp"], sums["slot_fn"]
+    precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
+    f1 = _ratio(2 * precision * recall, precision + recall)
+    no_pairs = tp + fp + fn == 0  # _prf: all three are 1.0 when neither side has slots
+    return {
+        "act_accuracy": sums["act_correct"] / rows,
+        "slot_precision": np.where(no_pairs, 1.0, precision),
+        "slot_recall": np.where(no_pairs, 1.0, recall),
+        "slot_f1": np.where(no_pairs, 1.0, f1),
+        "exact_match": sums["exact_match"] / rows,
+        "parse_rate": sums["parsed"] / rows,
+    }
+
+
+_SUM_AGGREGATES: dict[type, SumAggregate] = {
+    ExactMatchTask: _exact_match_sums,
+    StructuredTask: _structured_sums,
+}
+
+
+# ---- resampling ----
+
+
+def _index_chunks(rows: int, resamples: int, seed: int) -> Iterator[np.ndarray]:
+    """Yield the bootstrap row indices as (chunk, rows) int arrays; a seed always gives the same indices."""
+    rng = np.random.default_rng(seed)
+    step = max(1, _CHUNK_ELEMENTS // rows)
+    for start in range(0, resamples, step):
+        yield rng.integers(0, rows, size=(min(step, resamples - start), rows))
+
+
+def _resample_generic(task: Task, scores: list[dict], names: list[str], resamples: int, seed: int):
+    """Return {metric: (resamples,) array} by calling task.aggregate on every resample."""
+    out = {name: np.empty(resamples) for name in names}
+    done = 0
+    for chunk in _index_chunks(len(scores), resamples, seed):
+        for indices in chunk:
+            metrics = task.aggregate([scores[i] for i in indices])
+            for name in names:
+                out[name][done] = metrics[name]
+            done += 1
+    return out
+
+
+def _resample_sums(
+    task: Task, aggregate_sums: SumAggregate, scores: list[dict], names: list[str], resamples: int, seed: int
+) -> dict[str, np.ndarray] | None:
+    """Return {metric: (resamples,) array} from per-resample column sums; None if the hook disagrees.
+
+    A resample's column sums are its bootstrap count vector (how often each row was drawn) times the
+    (rows, keys) score matrix, so one matrix product per chunk replaces a Python loop per resample.
+    """
+    keys = sorted({key for row in scores for key in row})
+    values = np.array([[float(row.get(key, 0.0)) for key in keys] for row in scores])  # (rows, keys)
+    n = len(scores)
+    full = aggregate_sums(dict(zip(keys, values.sum(axis=0)[:, None], strict=True)), n)
+    expected = task.aggregate(scores)
+    if not np.allclose([np.asarray(full[k])[0] for k in names], [expected[k] for k in names], atol=1e-9):
+        return None
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for chunk in _index_chunks(n, resamples, seed):
+        m = chunk.shape[0]
+        flat = (chunk + n * np.arange(m)[:, None]).ravel()
+        counts = np.bincount(flat, minlength=m * n).reshape(m, n).astype(float)
+        metrics = aggregate_sums(dict(zip(keys, (counts @ values).T, strict=True)), n)
+        for name in names:
+            parts[name].append(np.asarray(metrics[name], dtype=float))
+    return {name: np.concatenate(chunks) for name, chunks in parts.items()}
+
+
+def _bootstrap(task: Task, scores: list[dict], names: list[str], resamples: int, seed: int):
+    """Return {metric: (resamples,) array} of the corpus metrics recomputed on bootstrap resamples."""
+    hook = getattr(task, "aggregate_sums", None)
+    aggregate_sums = hook if callable(hook) else _SUM_AGGREGATES.get(type(task))
+    if aggregate_sums is not None:
+        try:
+            draws = _resample_sums(task, aggregate_sums, scores, names, resamples, seed)
+        except (KeyError, TypeError, ValueError) as error:
+            draws, reason = None, f"failed ({error!r})"
+        else:
+            reason = "disagrees with aggregate on the full sample"
+        if draws is not None:
+            return draws
+        log.warning("task %s: fast bootstrap %s; using the generic loop", task.name, reason)
+    return _resample_generic(task, scores, names, resamples, seed)
+
+
+def _metric_names(metrics: Mapping[str, Any]) -> list[str]:
+    """Return the numeric corpus metric names of an aggregate, without "rows"."""
+    numeric = (int, float, np.integer, np.floating)
+    return [
+        k for k, v in metrics.items() if k != "rows" and isinstance(v, numeric) and not isinstance(v, bool)
+    ]
+
+
+# ---- paired differences ----
+
+
+def _check_settings(rows: int, resamples: int, confidence: float) -> None:
+    """Raise ConfigError for an empty sample, a non-positive resample count or a confidence outside (0, 1)."""
+    problems = []
+    if rows < 1:
+        problems.append("there are no rows to resample; evaluate at least one row")
+    if resamples < 1:
+        problems.append(f"resamples must be at least 1, got {resamples}")
+    if not 0 < confidence < 1:
+        problems.append(f"confidence must be in (0, 1), e.g. 0.95, got {confidence}")
+    if problems:
+        raise ConfigError("bootstrap: " + "; ".join(problems) + ".")
+
+
+def _p_value(delta: float, deltas: np.ndarray) -> float:
+    """Return 2 x the fraction of resampled deltas on the other side of 0 from `delta` (0 included), <= 1."""
+    if delta > 0:
+        other = np.mean(deltas <= 0)
+    elif delta < 0:
+        other = np.mean(deltas >= 0)
+    else:
+        return 1.0
+    return float(min(1.0, 2 * other))
+
+
+def _difference(a: float, b: float, a_draws: np.ndarray, b_draws: np.ndarray, confidence: float) -> dict:
+    """Return the observed delta b - a with its percentile CI, p-value and significance."""
+    deltas = b_draws - a_draws
+    deltas[np.abs(deltas) < _ZERO] = 0.0
+    delta = b - a if abs(b - a) >= _ZERO else 0.0
+    tail = (1 - confidence) / 2 * 100
+    low, high = (float(v) for v in np.percentile(deltas, [tail, 100 - tail]))
+    return {
+        "a": a,
+        "b": b,
+        "delta": delta,
+        "ci_low": low,
+        "ci_high": high,
+        "p_value": _p_value(delta, deltas),
+        "significant": bool(low > 0 or high < 0),
+    }
+
+
+def paired_bootstrap(
+    task: Task,
+    a: list[dict],
+    b: list[dict],
+    resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict[str, dict]:
+    """Return {metric: {a, b, delta, ci_low, ci_high, p_value, significant}} for each corpus metric.
+
+    `a` and `b` are per-example score dicts of the same rows in the same order; both are resampled with
+    the same row indices and `task.aggregate` is recomputed on each resample (see the module docstring).
+    """
+    if len(a) != len(b):
+        raise ConfigError(
+            f"paired_bootstrap: a has {len(a)} rows and b has {len(b)}; pass scores of the same rows "
+            "in the same order (compare_systems aligns systems by index)."
+        )
+    _check_settings(len(a), resamples, confidence)
+    point_a, point_b = task.aggregate(a), task.aggregate(b)
+    names = _metric_names(point_a)
+    draws_a = _bootstrap(task, a, names, resamples, seed)
+    draws_b = _bootstrap(task, b, names, resamples, seed)
+    return {
+        name: _difference(
+            float(point_a[name]), float(point_b[name]), draws_a[name], draws_b[name], confidence
+        )
+        for name in names
+    }
+
+
+# ---- comparing systems ----
+
+
+def _index_rows(system: System) -> dict[Any, dict]:
+    """Return the system's rows by their "index", raising DataError for a row without one or a repeat."""
+    rows: dict[Any, dict] = {}
+    for position, row in enumerate(system.predictions):
+        if "index" not in row or not isinstance(row.get("score"), Mapping):
+            raise DataError(
+                f"system {system.label!r}: prediction row {position} has no 'index' or no 'score' dict; "
+                "pass the rows of an eval predictions.jsonl."
+            )
+        if row["index"] in rows:
+            raise DataError(
+                f"system {system.label!r}: index {row['index']!r} appears twice; drop the repeat."
+            )
+        rows[row["index"]] = row
+    return rows
+
+
+def _align(systems: Sequence[System]) -> list[list[dict]]:
+    """Return each system's rows restricted to the indices all systems share, in ascending index order."""
+    by_index = [_index_rows(system) for system in systems]
+    shared = sorted(set.intersection(*(set(rows) for rows in by_index)))
+    if not shared:
+        raise DataError(
+            "compare: the systems share no row index ("
+            + ", ".join(f"{s.label!r}: {len(s.predictions)} rows" for s in systems)
+            + "); compare systems evaluated on the same eval rows."
+        )
+    for system, rows in zip(systems, by_index, strict=True):
+        if len(rows) > len(shared):
+            log.warning(
+                "compare: %d rows of %r are not in every system; left out",
+                len(rows) - len(shared),
+                system.label,
+            )
+    aligned = [[rows[i] for i in shared] for rows in by_index]
+    for system, rows in zip(systems[1:], aligned[1:], strict=True):
+        for a_row, b_row in zip(aligned[0], rows, strict=True):
+            if a_row.get("reference") != b_row.get("reference"):
+                raise DataError(
+                    f"compare: row index {a_row['index']!r} has reference {a_row.get('reference')!r} in "
+                    f"{systems[0].label!r} but {b_row.get('reference')!r} in {system.label!r}; compare "
+                    "systems evaluated on the same eval rows."
+                )
+    return aligned
+
+
+def _row_key(task: Task, scores: list[dict]) -> str:
+    """Return the per-row score key that stands for the primary metric: its own name, else the first key."""
+    first = scores[0]
+    if task.primary_metric in first or not first:
+        return task.primary_metric
+    return next(iter(first))
+
+
+def _changes(key: str, a_rows: list[dict], b_rows: list[dict]) -> tuple[list[dict], int, int]:
+    """Return (up to MAX_REGRESSIONS worst regressions, improvements count, regressions count)."""
+    worse, improved = [], 0
+    for a_row, b_row in zip(a_rows, b_rows, strict=True):
+        a_score, b_score = float(a_row["score"].get(key, 0.0)), float(b_row["score"].get(key, 0.0))
+        if b_score > a_score:
+            improved += 1
+        elif b_score < a_score:
+            worse.append((a_score - b_score, a_row, b_row, a_score, b_score))
+    worse.sort(key=lambda item: -item[0])  # stable: ties keep index order
+    listed = [
+        {
+            "index": a_row["index"],
+            "prompt": a_row.get("prompt"),
+            "reference": a_row.get("reference"),
+            "a_prediction": a_row.get("prediction"),
+            "b_prediction": b_row.get("prediction"),
+            "a_score": a_score,
+            "b_score": b_score,
+        }
+        for _, a_row, b_row, a_score, b_score in worse[:MAX_REGRESSIONS]
+    ]
+    return listed, improved, len(worse)
+
+
+def _by_slice(task: Task, labels: list[str], aligned: list[list[dict]]) -> dict[str, dict]:
+    """Return {slice: {label: {primary: value, "rows": n}}} grouped by the reference system's row slices."""
+    groups: dict[str, list[int]] = {}
+    for position, row in enumerate(aligned[0]):
+        if row.get("slice") is not None:
+            groups.setdefault(str(row["slice"]), []).append(position)
+    primary = task.primary_metric
+    return {
+        name: {
+            label: {
+                primary: float(task.aggregate([rows[p]["score"] for p in positions])[primary]),
+                "rows": len(positions),
+            }
+            for label, rows in zip(labels, aligned, strict=True)
+        }
+        for name, positions in sorted(groups.items())
+    }
+
+
+def _interval(draws: np.ndarray, confidence: float) -> dict[str, float]:
+    """Return the percentile interval of one system's resampled metric."""
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(draws, [tail, 100 - tail])
+    return {"ci_low": float(low), "ci_high": float(high)}
+
+
+def compare_systems(
+    task: Task,
+    systems: list[System],
+    slice_field: bool = True,
+    resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> dict:
+    """Compare every system with systems[0] on the rows all of them share; return a JSON-ready dict.
+
+    Keys: task, primary_metric, rows, systems (labels), resamples, seed, confidence, metrics
+    ({label: {metric: value}}), intervals ({label: CI of the primary metric}), differences
+    ({label_b: paired_bootstrap result}), by_slice (only when `slice_field` and rows carry a slice),
+    regressions ({label_b: up to 20 rows where b's per-row primary score is below a's, worst first}),
+    improvements_count and regressions_count ({label_b: rows}).
+    """
+    labels = [system.label for system in systems]
+    if len(systems) < 2 or len(set(labels)) != len(labels):
+        raise ConfigError(f"compare: need at least two systems with distinct labels, got {labels}.")
+    aligned = _align(systems)
+    _check_settings(len(aligned[0]), resamples, confidence)
+    scores = [[row["score"] for row in rows] for rows in aligned]
+    points = [task.aggregate(s) for s in scores]
+    names = _metric_names(points[0])
+    draws = [_bootstrap(task, s, names, resamples, seed) for s in scores]
+    primary, key = task.primary_metric, _row_key(task, scores[0])
+    result: dict[str, Any] = {
+        "task": task.name,
+        "primary_metric": primary,
+        "rows": len(aligned[0]),
+        "systems": labels,
+        "resamples": resamples,
+        "seed": seed,
+        "confidence": confidence,
+        "metrics": {label: {n: float(p[n]) for n in names} for label, p in zip(labels, points, strict=True)},
+        "intervals": {},
+        "differences": {},
+        "regressions": {},
+        "improvements_count": {},
+        "regressions_count": {},
+    }
+    if primary in names:
+        result["intervals"] = {
+            label: _interval(d[primary], confidence) for label, d in zip(labels, draws, strict=True)
+        }
+    for k in range(1, len(systems)):
+        result["differences"][labels[k]] = {
+            n: _difference(float(points[0][n]), float(points[k][n]), draws[0][n], draws[k][n], confidence)
+            for n in names
+        }
+        listed, improved, worse = _changes(key, aligned[0], aligned[k])
+        result["regressions"][labels[k]] = listed
+        result["improvements_count"][labels[k]] = improved
+        result["regressions_count"][labels[k]] = worse
+    by_slice = _by_slice(task, labels, aligned) if slice_field else {}
+    if by_slice:
+        result["by_slice"] = by_slice
+    return result
+
+
+# ---- rendering ----
+
+Table = tuple[list[str], list[list[str]]]
+
+
+def _cut(value: Any) -> str:
+    """Return `value` as text, cut to _CELL_CHARS characters."""
+    text = "" if value is None else str(value)
+    return text if len(text) <= _CELL_CHARS else text[: _CELL_CHARS - 1] + "…"
+
+
+def _significance(diff: Mapping[str, Any], resamples: int) -> str:
+    """Return "yes (p=0.003)" / "no (p=0.41)"; p = 0 is written as p < 2 / resamples."""
+    p = diff["p_value"]
+    shown = f"p<{2 / resamples:.2g}" if p == 0 else f"p={p:.3g}"
+    return f"{'yes' if diff['significant'] else 'no'} ({shown})"
+
+
+def _metric_table(result: Mapping[str, Any]) -> Table:
+    """Return the metric table: one row per metric, each system's value, then delta, CI and significance."""
+    labels, reference = result["systems"], result["systems"][0]
+    percent = f"{result.get('confidence', 0.95):.0%}"
+    header = ["metric", *labels]
+    for label in labels[1:]:
+        header += [f"{label} − {reference} [{percent} CI]", f"{label} significant"]
+    rows = []
+    for name in result["metrics"][reference]:
+        mark = " (primary)" if name == result["primary_metric"] else ""
+        row = [name + mark, *(f"{result['metrics'][label][name]:.4f}" for label in labels)]
+        for label in labels[1:]:
+            diff = result["differences"][label][name]
+            row += [
+                f"{diff['delta']:+.4f} [{diff['ci_low']:+.4f}, {diff['ci_high']:+.4f}]",
+                _significance(diff, result.get("resamples", 1000)),
+            ]
+        rows.append(row)
+    return header, rows
+
+
+def _slice_table(result: Mapping[str, Any]) -> Table:
+    """Return the by-slice table of the primary metric, one row per slice."""
+    labels, primary = result["systems"], result["primary_metric"]
+    rows = [
+        [name, str(values[labels[0]]["rows"]), *(f"{values[label][primary]:.4f}" for label in labels)]
+        for name, values in result.get("by_slice", {}).items()
+    ]
+    return ["slice", "rows", *labels], rows
+
+
+def _regression_tables(result: Mapping[str, Any]) -> list[tuple[str, Table]]:
+    """Return (title, table) per non-reference system listing the rows where it scored lower."""
+    reference, tables = result["systems"][0], []
+    for label in result["systems"][1:]:
+        title = (
+            f"{label} vs {reference}: {result['regressions_count'][label]} rows worse, "
+            f"{result['improvements_count'][label]} better"
+        )
+        header = ["index", "prompt", "reference", f"{reference} prediction", f"{label} prediction"]
+        header += [f"{reference} score", f"{label} score"]
+        rows = [
+            [str(r["index"]), *(_cut(r[k]) for k in ("prompt", "reference", "a_prediction", "b_prediction"))]
+            + [f"{r['a_score']:.3f}", f"{r['b_score']:.3f}"]
+            for r in result["regressions"][label]
+        ]
+        tables.append((title, (header, rows)))
+    return tables
+
+
+def _summary_line(result: Mapping[str, Any]) -> str:
+    """Return the one-line description of what was compared and how."""
+    return (
+        f"{result['rows']} rows compared; reference system: {result['systems'][0]}; "
+        f"{result.get('resamples', 1000)} paired bootstrap resamples (seed {result.get('seed', 0)}), "
+        f"{result.get('confidence', 0.95):.0%} percentile intervals; "
+        f"primary metric: {result['primary_metric']}."
+    )
+
+
+def _md_cell(text: str) -> str:
+    """Return `text` safe inside a Markdown table cell: `|` escaped, `&<>` as entities, newlines as <br>.
+
+    Entities keep a prediction such as `<tag>` visible (and inert) when the Markdown is rendered.
+    """
+    text = html.escape(text, quote=False).replace("\\", "\\\\").replace("|", "\\|")
+    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "<br>")
+
+
+def _md_table(table: Table) -> str:
+    """Return a Markdown table."""
+    header, rows = table
+    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(result: Mapping[str, Any]) -> str:
+    """Return the comparison as Markdown: metric table, by-slice table, then regressions per system."""
+    parts = [
+        f"# Comparison: {result['task']}",
+        _summary_line(result),
+        "## Metrics",
+        _md_table(_metric_table(result)),
+    ]
+    if result.get("by_slice"):
+        parts += [f"## By slice ({result['primary_metric']})", _md_table(_slice_table(result))]
+    parts.append("## Regressions")
+    for title, table in _regression_tables(result):
+        parts += [f"### {_md_cell(title)}", _md_table(table) if table[1] else "No row got worse."]
+    return "\n\n".join(parts) + "\n"
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f3f3f3; }
+td { white-space: pre-wrap; word-break: break-word; }
+img { max-width: 100%; }
+"""
+
+
+def _html_table(table: Table) -> str:
+    """Return an HTML table with every cell escaped."""
+    header, rows = table
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _plain(text: str) -> str:
+    """Return `text` with `$` escaped so matplotlib draws it literally instead of as mathtext."""
+    return str(text).replace("$", r"\$")
+
+
+def _png_uri(figure) -> str:
+    """Return a matplotlib figure as a base64 PNG data URI."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _primary_chart(result: Mapping[str, Any], figure_type) -> str:
+    """Return a bar chart of the primary metric per system with its bootstrap CI as error bars."""
+    labels, primary = result["systems"], result["primary_metric"]
+    values = [result["metrics"][label].get(primary, 0.0) for label in labels]
+    intervals = result.get("intervals") or {}
+    errors = [
+        [
+            max(0.0, v - intervals.get(label, {}).get("ci_low", v))
+            for label, v in zip(labels, values, strict=True)
+        ],
+        [
+            max(0.0, intervals.get(label, {}).get("ci_high", v) - v)
+            for label, v in zip(labels, values, strict=True)
+        ],
+    ]
+    figure = figure_type(figsize=(max(4.0, 1.2 * len(labels) + 2), 3.5))
+    axes = figure.subplots()
+    axes.bar(range(len(labels)), values, yerr=errors, capsize=6, color="#4c72b0")
+    axes.set_xticks(range(len(labels)), [_plain(label) for label in labels])
+    axes.set_ylabel(_plain(primary))
+    axes.set_title(_plain(f"{primary} ({result.get('confidence', 0.95):.0%} bootstrap CI)"))
+    return _png_uri(figure)
+
+
+def _slice_chart(result: Mapping[str, Any], figure_type) -> str:
+    """Return a grouped bar chart of the primary metric per slice, one bar per system."""
+    labels, primary = result["systems"], result["primary_metric"]
+    slices = list(result["by_slice"])
+    width = 0.8 / len(labels)
+    figure = figure_type(figsize=(max(5.0, 0.5 * len(slices) * len(labels) + 2), 3.5))
+    axes = figure.subplots()
+    for k, label in enumerate(labels):
+        heights = [result["by_slice"][name][label][primary] for name in slices]
+        axes.bar(
+            [i + (k - (len(labels) - 1) / 2) * width for i in range(len(slices))],
+            heights,
+            width,
+            label=_plain(label),
+        )
+    axes.set_xticks(range(len(slices)), [_plain(name) for name in slices], rotation=30, ha="right")
+    axes.set_ylabel(_plain(primary))
+    axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: never covers a bar
+    return _png_uri(figure)
+
+
+def render_html(result: Mapping[str, Any]) -> str:
+    """Return a self-contained HTML comparison (inline CSS, charts as PNG data URIs, no scripts)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure  # a bare Figure: no pyplot global state to leak or close
+
+    title = html.escape(f"Comparison: {result['task']}")
+    parts = [f"<h1>{title}</h1>", f"<p>{html.escape(_summary_line(result))}</p>", "<h2>Metrics</h2>"]
+    parts += [
+        _html_table(_metric_table(result)),
+        f'<img alt="primary metric" src="{_primary_chart(result, Figure)}">',
+    ]
+    if result.get("by_slice"):
+        parts += [
+            f"<h2>By slice ({html.escape(result['primary_metric'])})</h2>",
+            _html_table(_slice_table(result)),
+        ]
+        parts.append(f'<img alt="primary metric by slice" src="{_slice_chart(result, Figure)}">')
+    parts.append("<h2>Regressions</h2>")
+    for heading, table in _regression_tables(result):
+        parts += [
+            f"<h3>{html.escape(heading)}</h3>",
+            _html_table(table) if table[1] else "<p>No row got worse.</p>",
+        ]
+    body = "\n".join(parts)
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{title}</title>\n'
+        f"<style>{_CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
+    )
+
+
+def write_comparison(result: Mapping[str, Any], out_dir: Path) -> dict[str, Path]:
+    """Write comparison.json, comparison.md and comparison.html into `out_dir`; return their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": out_dir / "comparison.json",
+        "md": out_dir / "comparison.md",
+        "html": out_dir / "comparison.html",
+    }
+    paths["json"].write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    paths["md"].write_text(render_markdown(result), encoding="utf-8")
+    paths["html"].write_text(render_html(result), encoding="utf-8")
+    return paths

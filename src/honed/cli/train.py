@@ -36,7 +36,9 @@ def run(args: argparse.Namespace) -> int:
         if not args.recipe:
             raise ConfigError("give a recipe file (honed train RECIPE) or a run to resume (--resume RUN)")
         run_dir = finetune(
-            load_recipe(args.recipe, args.overrides), progress=show_progress(args), task_files=args.task_files
+            load_recipe(args.recipe, args.overrides, task_files=args.task_files),
+            progress=show_progress(args),
+            task_files=args.task_files,
         )
     from honed.cli.evaluate import print_scores
 

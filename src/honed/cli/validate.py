@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from honed.cli._common import add_overrides
+from honed.cli._common import add_overrides, add_task_files
 
 
 def add_parser(sub) -> None:
@@ -18,6 +18,7 @@ def add_parser(sub) -> None:
     parser.add_argument("recipe", help="Recipe YAML file.")
     add_overrides(parser)
     parser.add_argument("--json", action="store_true", help="Print the data report as JSON.")
+    add_task_files(parser)
     parser.set_defaults(run=run)
 
 
@@ -25,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from honed.config.load import load_recipe
     from honed.data.dataset import validate
 
-    recipe = load_recipe(args.recipe, args.overrides)
+    recipe = load_recipe(args.recipe, args.overrides, task_files=args.task_files)
     report = validate(recipe)
     if args.json:
         print(json.dumps(report, indent=2))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,15 @@ from honed.errors import ConfigError
 
 
 def load_recipe(
-    path: str | Path | None = None, overrides: list[str] | None = None, base: dict[str, Any] | None = None
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    base: dict[str, Any] | None = None,
+    task_files: Sequence[str | Path] = (),
 ) -> Recipe:
-    """Read a YAML recipe (or start from `base`), apply `key.sub=value` overrides and validate."""
+    """Read a YAML recipe (or start from `base`), apply `key.sub=value` overrides and validate.
+
+    `task_files` are local files defining custom evaluation tasks, so `eval.task` may name them.
+    """
     raw: dict[str, Any] = copy.deepcopy(base or {})  # overrides must not leak into the caller's dict
     where = "recipe"
     if path is not None:
@@ -30,7 +37,7 @@ def load_recipe(
         raw = _read_yaml(path)
     for item in overrides or []:
         apply_override(raw, item)
-    recipe = validate_recipe(raw, where)
+    recipe = validate_recipe(raw, where, task_files)
     if path is not None:
         _resolve_data_paths(recipe, path.resolve().parent)
     return recipe
@@ -72,10 +79,12 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         node[parts[-1]] = text
 
 
-def validate_recipe(raw: dict[str, Any], where: str = "recipe") -> Recipe:
+def validate_recipe(
+    raw: dict[str, Any], where: str = "recipe", task_files: Sequence[str | Path] = ()
+) -> Recipe:
     """Validate a raw mapping, reporting every problem in one ConfigError."""
     try:
-        return Recipe.model_validate(raw)
+        return Recipe.model_validate(raw, context={"task_files": list(task_files)})
     except ValidationError as exc:
         problems = [_describe(err) for err in exc.errors()]
         noun = "problem" if len(problems) == 1 else "problems"

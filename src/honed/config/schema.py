@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -165,6 +165,18 @@ class EvalConfig(_Strict):
         description="Also compare base and tuned on a general probe: "
         "perplexity on general text and on the base model's answers to chat prompts.",
     )
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str, info: ValidationInfo) -> str:
+        from honed.errors import ConfigError
+        from honed.evaluation.registry import build_task_factory
+
+        try:  # task files named on the command line arrive through the validation context
+            build_task_factory(value, (info.context or {}).get("task_files", ()))
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("eval.task: ")) from None
+        return value
 
 
 class OutputConfig(_Strict):

@@ -187,7 +187,7 @@ def evaluate_run(
     from honed.training.sft import load_tuned, write_summary
 
     run_dir = Path(run_dir)
-    recipe = load_run_recipe(run_dir)
+    recipe = load_run_recipe(run_dir, task_files)
     task, rows = build_eval(recipe, task_files)
     model, tokenizer = load_tuned(run_dir, recipe)
     if base and hasattr(model, "disable_adapter"):

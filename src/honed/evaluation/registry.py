@@ -44,17 +44,22 @@ def available(task_files: Sequence[str | Path] = ()) -> dict[str, Callable[..., 
     return table
 
 
-def build_task(name: str, options: dict[str, Any] | None = None, task_files: Sequence[str | Path] = ()):
-    """The task `name` built with `options`, or a ConfigError that names the known tasks."""
+def build_task_factory(name: str, task_files: Sequence[str | Path] = ()) -> Callable[..., Any]:
+    """The factory registered as `name`, or a ConfigError that names the known tasks."""
     table = available(task_files)
     if name not in table:
         close = difflib.get_close_matches(name, list(table), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(
-            f"eval.task: unknown task {name!r}{hint}; known: {', '.join(sorted(table))}. Custom "
+            f"eval.task: unknown task {name!r}{hint}. Known: {', '.join(sorted(table))}. Custom "
             f"tasks come from a '{ENTRY_POINT_GROUP}' entry point or --task-file FILE.py"
         )
-    factory = _resolve(table[name])
+    return _resolve(table[name])
+
+
+def build_task(name: str, options: dict[str, Any] | None = None, task_files: Sequence[str | Path] = ()):
+    """The task `name` built with `options`, or a ConfigError that names the known tasks."""
+    factory = build_task_factory(name, task_files)
     try:
         inspect.signature(factory).bind(**(options or {}))
     except TypeError as exc:

@@ -12,6 +12,7 @@ import os
 import platform
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from honed.config.load import dump_recipe, load_recipe
@@ -38,12 +39,12 @@ def create_run_dir(recipe: Recipe) -> Path:
     return run_dir
 
 
-def load_run_recipe(run_dir: Path) -> Recipe:
+def load_run_recipe(run_dir: Path, task_files: Sequence[str | Path] = ()) -> Recipe:
     """The resolved recipe a run was started with."""
     path = Path(run_dir) / "recipe.yaml"
     if not path.is_file():
         raise ConfigError(f"{run_dir}: not a honed run directory (no recipe.yaml)")
-    return load_recipe(path)
+    return load_recipe(path, task_files=task_files)
 
 
 def environment(seed: int) -> dict:

@@ -51,7 +51,7 @@ def finetune(
     """
     if resume is not None:
         run_dir = Path(resume)
-        recipe = load_run_recipe(run_dir)
+        recipe = load_run_recipe(run_dir, task_files)
     elif recipe is None:
         raise ValueError("finetune needs a recipe or a run directory to resume")
     else:

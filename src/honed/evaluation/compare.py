@@ -1,8 +1,8 @@
 """Compare evaluated systems on the same rows: corpus metrics, paired bootstrap tests, slices, regressions.
 
-This module owns the statistics of a comparison and its JSON, Markdown and HTML renderings. It reads the
-per-row score dicts that `evaluate.py` writes to predictions.jsonl and knows nothing about models or
-generation; it imports no torch, and matplotlib only inside `render_html`.
+This module owns the statistics of a comparison (`compare_render` draws it). It reads the per-row score
+dicts that `evaluate.py` writes to predictions.jsonl and knows nothing about models or generation; it
+imports no torch.
 
 Statistics. Each bootstrap resample draws n row indices with replacement from a numpy Generator seeded
 with `seed`; every system is resampled with the same indices (a paired bootstrap), and the corpus metrics
@@ -25,14 +25,9 @@ listed in `_SUM_AGGREGATES` below. The fast result on the full sample is checked
 
 from __future__ import annotations
 
-import base64
-import html
-import io
-import json
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,7 +38,6 @@ from honed.evaluation.tasks import ExactMatchTask, StructuredTask, Task
 log = logging.getLogger(__name__)
 
 MAX_REGRESSIONS = 20
-_CELL_CHARS = 200  # longer prompts and predictions are cut in the Markdown/HTML tables, not in the JSON
 _CHUNK_ELEMENTS = 2_000_000  # resampled indices held at once (16 MB of int64)
 _ZERO = 1e-12  # deltas closer to 0 than this are float noise and count as 0
 
@@ -412,236 +406,3 @@ def compare_systems(
     if by_slice:
         result["by_slice"] = by_slice
     return result
-
-
-# ---- rendering ----
-
-Table = tuple[list[str], list[list[str]]]
-
-
-def _cut(value: Any) -> str:
-    """Return `value` as text, cut to _CELL_CHARS characters."""
-    text = "" if value is None else str(value)
-    return text if len(text) <= _CELL_CHARS else text[: _CELL_CHARS - 1] + "…"
-
-
-def _significance(diff: Mapping[str, Any], resamples: int) -> str:
-    """Return "yes (p=0.003)" / "no (p=0.41)"; p = 0 is written as p < 2 / resamples."""
-    p = diff["p_value"]
-    shown = f"p<{2 / resamples:.2g}" if p == 0 else f"p={p:.3g}"
-    return f"{'yes' if diff['significant'] else 'no'} ({shown})"
-
-
-def _metric_table(result: Mapping[str, Any]) -> Table:
-    """Return the metric table: one row per metric, each system's value, then delta, CI and significance."""
-    labels, reference = result["systems"], result["systems"][0]
-    percent = f"{result.get('confidence', 0.95):.0%}"
-    header = ["metric", *labels]
-    for label in labels[1:]:
-        header += [f"{label} − {reference} [{percent} CI]", f"{label} significant"]
-    rows = []
-    for name in result["metrics"][reference]:
-        mark = " (primary)" if name == result["primary_metric"] else ""
-        row = [name + mark, *(f"{result['metrics'][label][name]:.4f}" for label in labels)]
-        for label in labels[1:]:
-            diff = result["differences"][label][name]
-            row += [
-                f"{diff['delta']:+.4f} [{diff['ci_low']:+.4f}, {diff['ci_high']:+.4f}]",
-                _significance(diff, result.get("resamples", 1000)),
-            ]
-        rows.append(row)
-    return header, rows
-
-
-def _slice_table(result: Mapping[str, Any]) -> Table:
-    """Return the by-slice table of the primary metric, one row per slice."""
-    labels, primary = result["systems"], result["primary_metric"]
-    rows = [
-        [name, str(values[labels[0]]["rows"]), *(f"{values[label][primary]:.4f}" for label in labels)]
-        for name, values in result.get("by_slice", {}).items()
-    ]
-    return ["slice", "rows", *labels], rows
-
-
-def _regression_tables(result: Mapping[str, Any]) -> list[tuple[str, Table]]:
-    """Return (title, table) per non-reference system listing the rows where it scored lower."""
-    reference, tables = result["systems"][0], []
-    for label in result["systems"][1:]:
-        title = (
-            f"{label} vs {reference}: {result['regressions_count'][label]} rows worse, "
-            f"{result['improvements_count'][label]} better"
-        )
-        header = ["index", "prompt", "reference", f"{reference} prediction", f"{label} prediction"]
-        header += [f"{reference} score", f"{label} score"]
-        rows = [
-            [str(r["index"]), *(_cut(r[k]) for k in ("prompt", "reference", "a_prediction", "b_prediction"))]
-            + [f"{r['a_score']:.3f}", f"{r['b_score']:.3f}"]
-            for r in result["regressions"][label]
-        ]
-        tables.append((title, (header, rows)))
-    return tables
-
-
-def _summary_line(result: Mapping[str, Any]) -> str:
-    """Return the one-line description of what was compared and how."""
-    return (
-        f"{result['rows']} rows compared; reference system: {result['systems'][0]}; "
-        f"{result.get('resamples', 1000)} paired bootstrap resamples (seed {result.get('seed', 0)}), "
-        f"{result.get('confidence', 0.95):.0%} percentile intervals; "
-        f"primary metric: {result['primary_metric']}."
-    )
-
-
-def _md_cell(text: str) -> str:
-    """Return `text` safe inside a Markdown table cell: `|` escaped, `&<>` as entities, newlines as <br>.
-
-    Entities keep a prediction such as `<tag>` visible (and inert) when the Markdown is rendered.
-    """
-    text = html.escape(text, quote=False).replace("\\", "\\\\").replace("|", "\\|")
-    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "<br>")
-
-
-def _md_table(table: Table) -> str:
-    """Return a Markdown table."""
-    header, rows = table
-    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def render_markdown(result: Mapping[str, Any]) -> str:
-    """Return the comparison as Markdown: metric table, by-slice table, then regressions per system."""
-    parts = [
-        f"# Comparison: {result['task']}",
-        _summary_line(result),
-        "## Metrics",
-        _md_table(_metric_table(result)),
-    ]
-    if result.get("by_slice"):
-        parts += [f"## By slice ({result['primary_metric']})", _md_table(_slice_table(result))]
-    parts.append("## Regressions")
-    for title, table in _regression_tables(result):
-        parts += [f"### {_md_cell(title)}", _md_table(table) if table[1] else "No row got worse."]
-    return "\n\n".join(parts) + "\n"
-
-
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
-th { background: #f3f3f3; }
-td { white-space: pre-wrap; word-break: break-word; }
-img { max-width: 100%; }
-"""
-
-
-def _html_table(table: Table) -> str:
-    """Return an HTML table with every cell escaped."""
-    header, rows = table
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _plain(text: str) -> str:
-    """Return `text` with `$` escaped so matplotlib draws it literally instead of as mathtext."""
-    return str(text).replace("$", r"\$")
-
-
-def _png_uri(figure) -> str:
-    """Return a matplotlib figure as a base64 PNG data URI."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _primary_chart(result: Mapping[str, Any], figure_type) -> str:
-    """Return a bar chart of the primary metric per system with its bootstrap CI as error bars."""
-    labels, primary = result["systems"], result["primary_metric"]
-    values = [result["metrics"][label].get(primary, 0.0) for label in labels]
-    intervals = result.get("intervals") or {}
-    errors = [
-        [
-            max(0.0, v - intervals.get(label, {}).get("ci_low", v))
-            for label, v in zip(labels, values, strict=True)
-        ],
-        [
-            max(0.0, intervals.get(label, {}).get("ci_high", v) - v)
-            for label, v in zip(labels, values, strict=True)
-        ],
-    ]
-    figure = figure_type(figsize=(max(4.0, 1.2 * len(labels) + 2), 3.5))
-    axes = figure.subplots()
-    axes.bar(range(len(labels)), values, yerr=errors, capsize=6, color="#4c72b0")
-    axes.set_xticks(range(len(labels)), [_plain(label) for label in labels])
-    axes.set_ylabel(_plain(primary))
-    axes.set_title(_plain(f"{primary} ({result.get('confidence', 0.95):.0%} bootstrap CI)"))
-    return _png_uri(figure)
-
-
-def _slice_chart(result: Mapping[str, Any], figure_type) -> str:
-    """Return a grouped bar chart of the primary metric per slice, one bar per system."""
-    labels, primary = result["systems"], result["primary_metric"]
-    slices = list(result["by_slice"])
-    width = 0.8 / len(labels)
-    figure = figure_type(figsize=(max(5.0, 0.5 * len(slices) * len(labels) + 2), 3.5))
-    axes = figure.subplots()
-    for k, label in enumerate(labels):
-        heights = [result["by_slice"][name][label][primary] for name in slices]
-        axes.bar(
-            [i + (k - (len(labels) - 1) / 2) * width for i in range(len(slices))],
-            heights,
-            width,
-            label=_plain(label),
-        )
-    axes.set_xticks(range(len(slices)), [_plain(name) for name in slices], rotation=30, ha="right")
-    axes.set_ylabel(_plain(primary))
-    axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: never covers a bar
-    return _png_uri(figure)
-
-
-def render_html(result: Mapping[str, Any]) -> str:
-    """Return a self-contained HTML comparison (inline CSS, charts as PNG data URIs, no scripts)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure  # a bare Figure: no pyplot global state to leak or close
-
-    title = html.escape(f"Comparison: {result['task']}")
-    parts = [f"<h1>{title}</h1>", f"<p>{html.escape(_summary_line(result))}</p>", "<h2>Metrics</h2>"]
-    parts += [
-        _html_table(_metric_table(result)),
-        f'<img alt="primary metric" src="{_primary_chart(result, Figure)}">',
-    ]
-    if result.get("by_slice"):
-        parts += [
-            f"<h2>By slice ({html.escape(result['primary_metric'])})</h2>",
-            _html_table(_slice_table(result)),
-        ]
-        parts.append(f'<img alt="primary metric by slice" src="{_slice_chart(result, Figure)}">')
-    parts.append("<h2>Regressions</h2>")
-    for heading, table in _regression_tables(result):
-        parts += [
-            f"<h3>{html.escape(heading)}</h3>",
-            _html_table(table) if table[1] else "<p>No row got worse.</p>",
-        ]
-    body = "\n".join(parts)
-    return (
-        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{title}</title>\n'
-        f"<style>{_CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
-    )
-
-
-def write_comparison(result: Mapping[str, Any], out_dir: Path) -> dict[str, Path]:
-    """Write comparison.json, comparison.md and comparison.html into `out_dir`; return their paths."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "json": out_dir / "comparison.json",
-        "md": out_dir / "comparison.md",
-        "html": out_dir / "comparison.html",
-    }
-    paths["json"].write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    paths["md"].write_text(render_markdown(result), encoding="utf-8")
-    paths["html"].write_text(render_html(result), encoding="utf-8")
-    return paths

@@ -132,8 +132,15 @@ def load_eval(run_dir: Path, label: str) -> tuple[dict[str, Any], list[dict[str,
 
 
 def load_probe(run_dir: Path, label: str) -> dict[str, Any] | None:
+    """eval/<label>/probe.json (the forgetting probe), or None."""
     path = run_dir / "eval" / label / "probe.json"
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def probe_numbers(run_dir: Path, label: str) -> dict[str, float] | None:
+    """Only the probe's metrics (not the base answers it keeps)."""
+    probe = load_probe(run_dir, label)
+    return {k: v for k, v in probe.items() if isinstance(v, float)} if probe else None
 
 
 def score_base(
@@ -198,4 +205,4 @@ def evaluate_run(
     elif base:
         log.info("full fine-tune: the base model keeps the scores from the training run")
     score_tuned(model, tokenizer, recipe, run_dir, task, rows, progress)
-    return write_summary(run_dir, recipe)["eval"]
+    return write_summary(run_dir, recipe, task)["eval"]

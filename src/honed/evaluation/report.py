@@ -70,6 +70,7 @@ def render_report(
         _header_table(summary),
         "<h2>Evaluation</h2>",
         _metrics_table(eval_info, primary),
+        _comparison_section(summary.get("comparison")),
         "<h2>Loss</h2>",
         loss_chart_svg(metrics or []),
         "<h2>Training</h2>",
@@ -84,6 +85,19 @@ def render_report(
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>honed report {_esc(run_id)}</title>\n<style>{_CSS}</style>\n</head>\n"
         f"<body>\n{body}\n</body>\n</html>\n"
+    )
+
+
+def _comparison_section(comparison: dict | None) -> str:
+    """Paired differences with confidence intervals (see comparison.html for charts and regressions)."""
+    if not comparison:
+        return ""
+    from honed.evaluation.compare_render import tables_html
+
+    return (
+        "<h3>Paired differences (bootstrap confidence intervals)</h3>"
+        + tables_html(comparison)
+        + '<p class="muted">Charts, slices and regressed examples: comparison.html</p>'
     )
 
 

@@ -25,7 +25,7 @@ from honed.evaluation.evaluate import (
     TUNED,
     build_eval,
     load_eval,
-    load_probe,
+    probe_numbers,
     score_base,
     score_tuned,
 )
@@ -86,7 +86,7 @@ def finetune(
         json.dumps({**result.__dict__, "trainable_params": trainable, "total_params": total}, indent=2)
     )
     score_tuned(model, tokenizer, recipe, run_dir, task, rows, progress)
-    write_summary(run_dir, recipe)
+    write_summary(run_dir, recipe, task)
     return run_dir
 
 
@@ -160,8 +160,10 @@ def load_tuned(run_dir: Path, recipe: Recipe):
     return PeftModel.from_pretrained(base, final).to(device), tokenizer
 
 
-def write_summary(run_dir: Path, recipe: Recipe) -> dict[str, Any]:
-    """Gather the run's files into summary.json and report.html; return the summary."""
+def write_summary(run_dir: Path, recipe: Recipe, task) -> dict[str, Any]:
+    """Gather the run's files into summary.json, comparison.* and report.html; return the summary."""
+    from honed.evaluation.systems import run_comparison
+
     systems = {label: load_eval(run_dir, label) for label in (BASE, FEW_SHOT, TUNED)}
     metrics_path = run_dir / "metrics.jsonl"
     metrics = (
@@ -177,17 +179,13 @@ def write_summary(run_dir: Path, recipe: Recipe) -> dict[str, Any]:
             "task": recipe.eval.task,
             "rows": len(tuned[1]) if tuned else None,
             **{label: found[0] if found else None for label, found in systems.items()},
-            "probe": {label: _probe_numbers(run_dir, label) for label in (BASE, TUNED)},
+            "probe": {label: probe_numbers(run_dir, label) for label in (BASE, TUNED)},
         },
+        "comparison": run_comparison(run_dir, recipe, task),
     }
     base = systems[BASE]
     write_report(run_dir, summary, metrics, base[1] if base else None, tuned[1] if tuned else None)
     return summary
-
-
-def _probe_numbers(run_dir: Path, label: str) -> dict[str, float] | None:
-    probe = load_probe(run_dir, label)
-    return {k: v for k, v in probe.items() if isinstance(v, float)} if probe else None
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

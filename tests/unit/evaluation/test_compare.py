@@ -8,14 +8,8 @@ import pytest
 
 from honed.errors import ConfigError, DataError
 from honed.evaluation import compare
-from honed.evaluation.compare import (
-    System,
-    compare_systems,
-    paired_bootstrap,
-    render_html,
-    render_markdown,
-    write_comparison,
-)
+from honed.evaluation.compare import System, compare_systems, paired_bootstrap
+from honed.evaluation.compare_render import render_html, render_markdown, write_comparison
 from honed.evaluation.tasks import ExactMatchTask, StructuredTask
 
 EXACT = ExactMatchTask()

@@ -13,11 +13,17 @@ def add_parser(sub) -> None:
     parser = sub.add_parser(
         "eval",
         help="Score a run's tuned model against the base.",
-        description="Generate greedily for the run's evaluation rows with the tuned model "
-        "and the base model, score both, and rewrite summary.json and "
-        "report.html.",
+        description="Generate greedily for the run's evaluation rows with the tuned model and the base "
+        "model (zero-shot, and k-shot with eval.few_shot_k), score them, and rewrite summary.json, "
+        "comparison.* and report.html.",
     )
     parser.add_argument("run_dir", metavar="RUN", help="Run directory (runs/<run-id>).")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="eval.KEY=VALUE",
+        help="Change eval settings, e.g. eval.few_shot_k=5 eval.max_rows=500 eval.task=sql",
+    )
     parser.add_argument("--no-base", action="store_true", help="Score only the tuned model.")
     add_task_files(parser)
     parser.set_defaults(run=run)
@@ -27,7 +33,11 @@ def run(args: argparse.Namespace) -> int:
     from honed.evaluation.evaluate import evaluate_run
 
     evaluate_run(
-        args.run_dir, base=not args.no_base, task_files=args.task_files, progress=show_progress(args)
+        args.run_dir,
+        base=not args.no_base,
+        overrides=args.overrides,
+        task_files=args.task_files,
+        progress=show_progress(args),
     )
     print_scores(Path(args.run_dir))
     return 0

@@ -187,19 +187,35 @@ def _save_probe(run_dir: Path, label: str, probe: dict[str, Any]) -> None:
 
 
 def evaluate_run(
-    run_dir: str | Path, base: bool = True, task_files: Sequence[str | Path] = (), progress: bool = True
+    run_dir: str | Path,
+    base: bool = True,
+    overrides: Sequence[str] = (),
+    task_files: Sequence[str | Path] = (),
+    progress: bool = True,
 ) -> dict[str, Any]:
-    """Re-score a finished run: the tuned model, and (through the adapter switched off) the base."""
-    from honed.training.run_dir import load_run_recipe
+    """Re-score a finished run: the tuned model, and (through the adapter switched off) the base.
+
+    `overrides` change the run's `eval.*` settings (e.g. eval.few_shot_k=5 eval.max_rows=500); the run's
+    recipe.yaml is updated so it always says what its eval/ folder holds.
+    """
+    from honed.config.load import dump_recipe, load_recipe
+    from honed.errors import ConfigError
     from honed.training.sft import load_tuned, write_summary
 
     run_dir = Path(run_dir)
-    recipe = load_run_recipe(run_dir, task_files)
+    if not (run_dir / "recipe.yaml").is_file():
+        raise ConfigError(f"{run_dir}: not a honed run directory (no recipe.yaml)")
+    if bad := [o for o in overrides if not o.startswith("eval.")]:
+        raise ConfigError(f"honed eval only changes eval.* settings; not {', '.join(bad)}")
+    recipe = load_recipe(run_dir / "recipe.yaml", list(overrides), task_files=task_files)
+    if overrides:
+        (run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
     task, rows = build_eval(recipe, task_files)
     model, tokenizer = load_tuned(run_dir, recipe)
     if base and hasattr(model, "disable_adapter"):
         for label in (BASE, FEW_SHOT):
             (run_dir / "eval" / label / "metrics.json").unlink(missing_ok=True)
+            (run_dir / "eval" / label / "probe.json").unlink(missing_ok=True)
         with model.disable_adapter():
             score_base(model, tokenizer, recipe, run_dir, task, rows, progress)
     elif base:

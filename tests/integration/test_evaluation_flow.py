@@ -67,3 +67,14 @@ def test_compare_cli_runs_and_models(tiny_recipe, tiny_model_dir, tmp_path, caps
 def test_compare_needs_two_systems(tmp_path, capsys):
     assert main(["compare", str(tmp_path)]) == 2
     assert "at least two systems" in capsys.readouterr().err
+
+
+def test_eval_overrides_rescore_and_are_recorded(tiny_recipe, capsys):
+    run_dir = finetune(tiny_recipe("eval.max_rows=3"), progress=False)
+    assert main(["-q", "eval", str(run_dir), "eval.few_shot_k=1", "eval.max_rows=2"]) == 0
+    assert "few_shot" in capsys.readouterr().out
+    recorded = (run_dir / "recipe.yaml").read_text()
+    assert "few_shot_k: 1" in recorded and "max_rows: 2" in recorded
+    assert len((run_dir / "eval/few_shot/predictions.jsonl").read_text().splitlines()) == 2
+    assert main(["eval", str(run_dir), "train.lr=1"]) == 2
+    assert "only changes eval.* settings" in capsys.readouterr().err

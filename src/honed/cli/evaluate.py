@@ -59,6 +59,13 @@ def print_scores(run_dir: Path) -> None:
                 f"  {name:<32}"
                 + "".join(f"{v:10.3f}" if isinstance(v, float) else f"{'-':>10}" for v in values)
             )
+    timing = [
+        f"{label} {evaluation[label]['timing']['wall_s']:.0f} s"
+        for label in labels
+        if "timing" in evaluation[label]
+    ]
+    if timing:
+        print("  evaluation wall time: " + ", ".join(timing))
     probe = evaluation.get("probe") or {}
     if probe.get("base") and probe.get("tuned"):
         print("  forgetting probe (lower is better)")

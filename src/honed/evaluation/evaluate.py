@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -43,6 +44,7 @@ def evaluate_model(
     model, tokenizer, rows: list[EvalRow], recipe: Recipe, task, label: str, progress: bool = True
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Score `model` on `rows`; return (corpus metrics, per-row predictions)."""
+    start = time.perf_counter()
     if is_model_task(task):
         outputs = task.run(model, tokenizer, [row.fields for row in rows], recipe.eval.batch_size)
     else:
@@ -72,6 +74,7 @@ def evaluate_model(
     ]
     metrics = task.aggregate([p["score"] for p in predictions])
     metrics["primary_metric"] = task.primary_metric
+    metrics["timing"] = {"wall_s": round(time.perf_counter() - start, 2), "rows": len(rows)}
     by_slice = _by_slice(task, predictions)
     if by_slice:
         metrics["by_slice"] = by_slice

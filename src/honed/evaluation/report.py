@@ -189,7 +189,11 @@ def _primary_metric(eval_info: dict, *prediction_lists: list[dict] | None) -> st
 def _metrics_table(eval_info: dict, primary: str | None) -> str:
     """Return the base vs tuned vs delta table of corpus metrics, primary metric first, 3 decimals."""
     base, tuned = _as_dict(eval_info.get("base")), _as_dict(eval_info.get("tuned"))
-    names = [k for k in dict.fromkeys([*base, *tuned]) if k != "rows"]
+    names = [
+        k
+        for k in dict.fromkeys([*base, *tuned])
+        if k != "rows" and (_is_number(base.get(k)) or _is_number(tuned.get(k)))
+    ]
     if primary in names:
         names.remove(primary)
         names.insert(0, primary)

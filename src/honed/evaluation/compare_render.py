@@ -28,7 +28,7 @@ def _cut(value: Any) -> str:
 def _significance(diff: Mapping[str, Any], resamples: int) -> str:
     """Return "yes (p=0.003)" / "no (p=0.41)"; p = 0 is written as p < 2 / resamples."""
     p = diff["p_value"]
-    shown = f"p<{2 / resamples:.2g}" if p == 0 else f"p={p:.3g}"
+    shown = f"p below {2 / resamples:.2g}" if p == 0 else f"p={p:.3g}"
     return f"{'yes' if diff['significant'] else 'no'} ({shown})"
 
 

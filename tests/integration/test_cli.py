@@ -241,7 +241,8 @@ def test_train_end_to_end_writes_the_run_directory(demo_recipe: Path, tmp_path: 
     header = next(line for line in lines if line.startswith("structured on 2 rows"))
     assert header.split()[-2:] == ["base", "tuned"]
     tuned = summary["eval"]["tuned"]
-    metric_lines = [line.split() for line in lines if line.startswith("  ")]
+    assert any(line.startswith("  evaluation wall time: base") for line in lines)
+    metric_lines = [line.split() for line in lines if line.startswith("  ") and "wall time" not in line]
     assert metric_lines and all(len(cells) == 3 for cells in metric_lines)
     for name, before, after in metric_lines:
         assert float(after) == pytest.approx(tuned[name], abs=5e-4)

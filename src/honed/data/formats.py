@@ -72,11 +72,6 @@ def fill_template(template: str, row: dict[str, Any]) -> str:
         raise RowError(f"template cannot be filled from this row ({exc})") from None
 
 
-def template_fields(template: str | None) -> list[str]:
-    """The field names a format template reads."""
-    return [name for _, name, _, _ in string.Formatter().parse(template or "") if name]
-
-
 def _text(row: dict[str, Any], key: str) -> str:
     value = row.get(key)
     if not isinstance(value, str) or not value.strip():

@@ -201,16 +201,15 @@ def evaluate_run(
     `overrides` change the run's `eval.*` settings (e.g. eval.few_shot_k=5 eval.max_rows=500); the run's
     recipe.yaml is updated so it always says what its eval/ folder holds.
     """
-    from honed.config.load import dump_recipe, load_recipe
+    from honed.config.load import dump_recipe
     from honed.errors import ConfigError
+    from honed.training.run_dir import load_run_recipe
     from honed.training.sft import load_tuned, write_summary
 
     run_dir = Path(run_dir)
-    if not (run_dir / "recipe.yaml").is_file():
-        raise ConfigError(f"{run_dir}: not a honed run directory (no recipe.yaml)")
     if bad := [o for o in overrides if not o.startswith("eval.")]:
         raise ConfigError(f"honed eval only changes eval.* settings; not {', '.join(bad)}")
-    recipe = load_recipe(run_dir / "recipe.yaml", list(overrides), task_files=task_files)
+    recipe = load_run_recipe(run_dir, task_files, overrides)
     if overrides:
         (run_dir / "recipe.yaml").write_text(dump_recipe(recipe))
     task, rows = build_eval(recipe, task_files)

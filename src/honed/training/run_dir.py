@@ -39,12 +39,14 @@ def create_run_dir(recipe: Recipe) -> Path:
     return run_dir
 
 
-def load_run_recipe(run_dir: Path, task_files: Sequence[str | Path] = ()) -> Recipe:
-    """The resolved recipe a run was started with."""
+def load_run_recipe(
+    run_dir: Path, task_files: Sequence[str | Path] = (), overrides: Sequence[str] = ()
+) -> Recipe:
+    """The resolved recipe a run was started with (with `overrides` applied, if any)."""
     path = Path(run_dir) / "recipe.yaml"
     if not path.is_file():
         raise ConfigError(f"{run_dir}: not a honed run directory (no recipe.yaml)")
-    return load_recipe(path, task_files=task_files)
+    return load_recipe(path, list(overrides), task_files=task_files)
 
 
 def environment(seed: int) -> dict:

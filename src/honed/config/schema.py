@@ -118,7 +118,24 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW decoupled weight decay.")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the global gradient norm; null: off.")
     seed: int = Field(42, description="Seeds data order, adapter init and dropout.")
-    group_by_length: bool = Field(True, description="Batch examples of similar length to cut padding.")
+    group_by_length: bool = Field(
+        True, description="Put examples of similar length in the same step (less padding, or shorter packs)."
+    )
+    packing: bool = Field(
+        True,
+        description="Lay each micro-batch's examples end to end in one row: no padding, position ids restart "
+        "per example and attention stays within each example (same loss as padded batches).",
+    )
+    loss_chunk_tokens: int = Field(
+        512,
+        gt=0,
+        description="Labelled tokens whose vocabulary logits exist at once in the loss (memory vs. speed).",
+    )
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute each layer's activations in backward: far less memory, about a third slower.",
+    )
+    compile: bool = Field(False, description="torch.compile the decoder layers (first steps compile slowly).")
     eval_every_steps: int | None = Field(
         None, gt=0, description="Validation loss every N steps (and at the end); null: only at the end."
     )

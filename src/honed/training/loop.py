@@ -25,6 +25,7 @@ from honed.config.schema import TrainConfig
 from honed.data.tokenize import Encoded
 from honed.errors import TrainingError, TrainingInterrupted
 from honed.training.batching import epoch_steps, micro_batches, steps_per_epoch
+from honed.training.loss import batch_tokens
 from honed.training.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
@@ -212,7 +213,7 @@ def _optimizer_step(
         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return loss, sum(int(b["attention_mask"].sum()) for b in batches)
+    return loss, sum(batch_tokens(b) for b in batches)
 
 
 def _log_row(step: int, loss: float, optimizer, state: dict) -> dict:

@@ -1,9 +1,12 @@
 """Batch collation and the supervised (completion-only) loss.
 
 The loss runs the decoder once, then applies the output projection only at positions whose next token
-carries a label, so prompt tokens cost no vocabulary-sized logits. It returns the *sum* of token losses
-and the label count; the loop divides by the label count of the whole optimizer step, which makes
-gradient accumulation exact (batch 8 x 1 equals batch 2 x 4).
+carries a label, so prompt tokens cost no vocabulary-sized logits. Those positions go through
+`linear_cross_entropy` in chunks of `chunk` tokens, so not even the (labelled tokens x vocab) logits exist
+at once: each chunk's logits are made, reduced to its token losses (and, when training, to the gradient
+with respect to the hidden states), and freed. The loss returns the *sum* of token losses and the label
+count; the loop divides by the label count of the whole optimizer step, which makes gradient accumulation
+exact (batch 8 x 1 equals batch 2 x 4).
 """
 
 from __future__ import annotations
@@ -12,6 +15,19 @@ import torch
 import torch.nn.functional as F
 
 from honed.data.tokenize import IGNORE, Encoded
+
+# Labelled tokens whose logits are materialised together: 512 x 49,152 vocab x 4 bytes = 100 MB.
+DEFAULT_LOSS_CHUNK = 512
+
+# Batch keys the decoder receives besides input_ids (packed rows carry the example boundaries).
+_DECODER_KEYS = (
+    "attention_mask",
+    "position_ids",
+    "cu_seq_lens_q",
+    "cu_seq_lens_k",
+    "max_length_q",
+    "max_length_k",
+)
 
 
 def collate(examples: list[Encoded], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -28,31 +44,107 @@ def collate(examples: list[Encoded], pad_id: int, device: torch.device) -> dict[
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
 
 
+def batch_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """Real (non-padding) tokens in a padded or packed batch."""
+    mask = batch.get("attention_mask")
+    return int(mask.sum()) if mask is not None else int(batch["input_ids"].numel())
+
+
 def causal_lm(model):
     """The transformers CausalLM inside a PEFT wrapper (or the model itself)."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def labelled_token_nll(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Per-token NLL of `hidden @ weight.T` against `targets`, chunk by chunk.
+
+    When only the hidden states need a gradient (LoRA: the output projection is frozen), the forward pass
+    computes it at once, d nll_i / d h_i = (softmax_i - onehot_i) @ W, and keeps that (tokens x hidden)
+    tensor instead of any logits; backward just scales it. When the weight needs a gradient too (full
+    fine-tuning), backward recomputes each chunk's logits.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, chunk):
+        nll = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        precompute = grad_hidden is not None and not ctx.needs_input_grad[1]
+        for start in range(0, hidden.shape[0], chunk):
+            h, t = hidden[start : start + chunk], targets[start : start + chunk]
+            logits = (h @ weight.T).float()
+            lse = torch.logsumexp(logits, dim=-1)
+            nll[start : start + chunk] = lse - logits.gather(1, t[:, None]).squeeze(1)
+            if precompute:
+                grad_hidden[start : start + chunk] = _grad_logits(logits, lse, t).to(weight.dtype) @ weight
+        ctx.chunk, ctx.precompute = chunk, precompute
+        ctx.save_for_backward(grad_hidden if precompute else hidden, weight, targets)
+        return nll
+
+    @staticmethod
+    def backward(ctx, grad_nll):
+        saved, weight, targets = ctx.saved_tensors
+        if ctx.precompute:
+            return saved * grad_nll[:, None].to(saved.dtype), None, None, None
+        hidden, chunk = saved, ctx.chunk
+        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
+        for start in range(0, hidden.shape[0], chunk):
+            h, t = hidden[start : start + chunk], targets[start : start + chunk]
+            logits = (h @ weight.T).float()
+            lse = torch.logsumexp(logits, dim=-1)
+            grad_logits = (_grad_logits(logits, lse, t) * grad_nll[start : start + chunk, None]).to(weight.dtype)
+            if grad_hidden is not None:
+                grad_hidden[start : start + chunk] = grad_logits @ weight
+            if grad_weight is not None:
+                grad_weight += grad_logits.T @ h
+        return grad_hidden, grad_weight, None, None
+
+
+def _grad_logits(logits: torch.Tensor, lse: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """d nll / d logits = softmax - onehot, computed in place in `logits`."""
+    probs = logits.sub_(lse[:, None]).exp_()
+    probs[torch.arange(targets.shape[0], device=targets.device), targets] -= 1.0
+    return probs
+
+
+def linear_cross_entropy(
+    hidden: torch.Tensor, head: torch.nn.Module, targets: torch.Tensor, chunk: int = DEFAULT_LOSS_CHUNK
+) -> torch.Tensor:
+    """Per-token NLL of the output projection `head` applied to `hidden` (n, d) against `targets` (n,).
+
+    Equal to `F.cross_entropy(head(hidden).float(), targets, reduction="none")` in value and gradients
+    (tested), without holding more than `chunk` rows of logits.
+    """
+    weight, bias = getattr(head, "weight", None), getattr(head, "bias", None)
+    if type(head) is not torch.nn.Linear or bias is not None:
+        # An adapted or biased head (e.g. LoRA on lm_head): the plain path, correct if not lean.
+        return F.cross_entropy(head(hidden).float(), targets, reduction="none")
+    return _LinearCrossEntropy.apply(hidden, weight, targets, chunk)
+
+
+def labelled_token_nll(
+    model, batch: dict[str, torch.Tensor], chunk: int = DEFAULT_LOSS_CHUNK
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Next-token negative log-likelihood of every labelled position, and the batch row it belongs to.
 
-    Shapes: input_ids/labels (batch, seq) -> two (n_labels,) tensors. Logits are computed for labelled
-    positions only: an (n_labels x vocab) tensor instead of (batch x seq x vocab).
+    Shapes: input_ids/labels (batch, seq) -> two (n_labels,) tensors. Works on padded batches (`collate`)
+    and packed rows (`packing.collate_packed`).
     """
     lm = causal_lm(model)
-    hidden = lm.get_decoder()(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False
-    ).last_hidden_state
+    extra = {key: batch[key] for key in _DECODER_KEYS if key in batch}
+    hidden = lm.get_decoder()(input_ids=batch["input_ids"], use_cache=False, **extra).last_hidden_state
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE
     rows = torch.arange(targets.shape[0], device=targets.device)[:, None].expand_as(targets)[keep]
-    logits = lm.get_output_embeddings()(hidden[:, :-1][keep]).float()
-    return F.cross_entropy(logits, targets[keep], reduction="none"), rows
+    nll = linear_cross_entropy(hidden[:, :-1][keep], lm.get_output_embeddings(), targets[keep], chunk)
+    return nll, rows
 
 
-def completion_loss(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+def completion_loss(
+    model, batch: dict[str, torch.Tensor], chunk: int = DEFAULT_LOSS_CHUNK
+) -> tuple[torch.Tensor, int]:
     """Sum of next-token cross-entropy over labelled positions, and how many there are."""
-    nll, _ = labelled_token_nll(model, batch)
+    nll, _ = labelled_token_nll(model, batch, chunk)
     return nll.sum(), int(nll.numel())
 
 

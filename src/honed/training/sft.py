@@ -1,12 +1,11 @@
 """Supervised fine-tuning, top to bottom: build model and data, score the base, run the shared loop, save,
 score the tuned model, write the summary and report.
 
-Only the loss (`completion_loss`) and the batch shape (`collate`) are SFT's own; everything else is shared.
+Only the loss (`completion_loss`, through `speed.batching`) is SFT's own; everything else is shared.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import random
@@ -33,7 +32,7 @@ from honed.evaluation.report import write_report
 from honed.models.load import load_model, load_tokenizer, resolve_base, resolve_device, resolve_dtype
 from honed.models.lora import apply_lora, count_parameters
 from honed.training.loop import train_loop
-from honed.training.loss import collate, completion_loss
+from honed.training.speed import accelerated, batching
 from honed.training.run_dir import create_run_dir, load_run_recipe
 
 log = logging.getLogger(__name__)
@@ -68,18 +67,19 @@ def finetune(
     task, rows = build_eval(recipe, task_files)
     score_base(model, tokenizer, recipe, run_dir, task, rows, progress)
     model = _prepare(model, recipe)
-    batcher = functools.partial(collate, pad_id=tokenizer.pad_token_id, device=device)
-    result = train_loop(
-        model,
-        train,
-        validation,
-        recipe.train,
-        run_dir,
-        completion_loss,
-        batcher,
-        resume=resume is not None,
-        progress=progress,
-    )
+    batcher, loss_fn = batching(recipe.train, tokenizer.pad_token_id, device)
+    with accelerated(model, recipe.train, device):
+        result = train_loop(
+            model,
+            train,
+            validation,
+            recipe.train,
+            run_dir,
+            loss_fn,
+            batcher,
+            resume=resume is not None,
+            progress=progress,
+        )
     _save_final(model, tokenizer, run_dir, recipe)
     trainable, total = count_parameters(model)
     (run_dir / "train.json").write_text(

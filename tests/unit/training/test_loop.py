@@ -94,18 +94,18 @@ def test_resume_gives_the_uninterrupted_loss_sequence(tiny_recipe, monkeypatch):
 
     calls = {"n": 0}
 
-    def interrupting_loss(model, batch):
+    def interrupting_loss(model, batch, chunk):
         calls["n"] += torch.is_grad_enabled()  # count training micro-batches, not validation batches
         if calls["n"] == 3 and torch.is_grad_enabled():  # one micro-batch per step: interrupt in step 3
             os.kill(os.getpid(), signal.SIGINT)
-        return completion_loss(model, batch)
+        return completion_loss(model, batch, chunk)
 
-    monkeypatch.setattr("honed.training.sft.completion_loss", interrupting_loss)
+    monkeypatch.setattr("honed.training.speed.completion_loss", interrupting_loss)
     with pytest.raises(TrainingInterrupted, match="--resume"):
         finetune(tiny_recipe(*overrides, "output.run_name=resumed"), progress=False)
     resumed_dir = straight.parent / "resumed"
     assert len(_losses(resumed_dir)) == 3
-    monkeypatch.setattr("honed.training.sft.completion_loss", completion_loss)
+    monkeypatch.setattr("honed.training.speed.completion_loss", completion_loss)
     finetune(resume=resumed_dir, progress=False)
 
     assert _losses(resumed_dir) == _losses(straight)

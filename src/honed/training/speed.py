@@ -1,0 +1,76 @@
+"""The train config's speed and memory options, applied in one place for every training method.
+
+- `batching`: packed rows (`train.packing`) or padded batches, and the chunked loss (`train.loss_chunk_tokens`).
+- `accelerated`: packed attention, gradient checkpointing (`train.gradient_checkpointing`) and
+  torch.compile of the decoder layers (`train.compile`) for the duration of training, undone afterwards
+  so evaluation and export see the plain model.
+
+Why each exists, and what it measured, is in docs/architecture.md ("Training speed").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+
+import torch
+
+from honed.config.schema import TrainConfig
+from honed.training.loss import causal_lm, collate, completion_loss
+from honed.training.packing import collate_packed, packed_attention
+
+log = logging.getLogger(__name__)
+
+
+def batching(cfg: TrainConfig, pad_id: int, device: torch.device, loss=None):
+    """(collate, loss_fn) for the train loop: packed or padded batches, and `loss` (default: the
+    completion loss) with its chunk size."""
+    if cfg.packing:
+        batcher = functools.partial(collate_packed, device=device)
+    else:
+        batcher = functools.partial(collate, pad_id=pad_id, device=device)
+    return batcher, functools.partial(loss or completion_loss, chunk=cfg.loss_chunk_tokens)
+
+
+@contextlib.contextmanager
+def accelerated(model, cfg: TrainConfig, device: torch.device):
+    """Apply packing attention, gradient checkpointing and compile to `model` while the block runs."""
+    lm = causal_lm(model)
+    with contextlib.ExitStack() as stack:
+        if cfg.packing:
+            stack.enter_context(packed_attention(model, device))
+        if cfg.gradient_checkpointing:
+            stack.enter_context(_checkpointed(lm))
+        if cfg.compile:
+            stack.enter_context(_compiled_layers(lm))
+        yield model
+
+
+@contextlib.contextmanager
+def _checkpointed(lm):
+    """Per-layer activation checkpointing (transformers >= 5.24 names it so; older: gradient_...)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(lm, "activation_checkpointing_enable"):
+        lm.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    try:
+        yield
+    finally:
+        (getattr(lm, "activation_checkpointing_disable", None) or lm.gradient_checkpointing_disable)()
+
+
+@contextlib.contextmanager
+def _compiled_layers(lm):
+    """torch.compile each decoder layer (dynamic shapes: packed rows change length every step)."""
+    layers = lm.get_decoder().layers
+    originals = [layer.forward for layer in layers]
+    for layer in layers:
+        layer.forward = torch.compile(layer.forward, dynamic=True)
+    log.info("compiling %d decoder layers; the first steps are slow", len(layers))
+    try:
+        yield
+    finally:
+        for layer, forward in zip(layers, originals, strict=True):
+            layer.forward = forward

@@ -25,13 +25,13 @@ from honed.config.schema import TrainConfig
 from honed.data.tokenize import Encoded
 from honed.errors import TrainingError, TrainingInterrupted
 from honed.training.batching import epoch_steps, micro_batches, steps_per_epoch
-from honed.training.loss import batch_tokens
 from honed.training.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
     trainable_parameters,
 )
+from honed.training.loss import batch_tokens
 
 log = logging.getLogger(__name__)
 

@@ -92,7 +92,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
             h, t = hidden[start : start + chunk], targets[start : start + chunk]
             logits = (h @ weight.T).float()
             lse = torch.logsumexp(logits, dim=-1)
-            grad_logits = (_grad_logits(logits, lse, t) * grad_nll[start : start + chunk, None]).to(weight.dtype)
+            upstream = grad_nll[start : start + chunk, None]
+            grad_logits = (_grad_logits(logits, lse, t) * upstream).to(weight.dtype)
             if grad_hidden is not None:
                 grad_hidden[start : start + chunk] = grad_logits @ weight
             if grad_weight is not None:

@@ -17,7 +17,7 @@ import torch
 
 from honed.config.schema import Recipe
 from honed.data.dataset import build_examples
-from honed.data.tokenize import render_masked
+from honed.data.tokenize import Encoded, render_masked
 from honed.evaluation.evaluate import (
     BASE,
     FEW_SHOT,
@@ -31,9 +31,9 @@ from honed.evaluation.evaluate import (
 from honed.evaluation.report import write_report
 from honed.models.load import load_model, load_tokenizer, resolve_base, resolve_device, resolve_dtype
 from honed.models.lora import apply_lora, count_parameters
-from honed.training.loop import train_loop
-from honed.training.speed import accelerated, batching
+from honed.training.loop import LoopResult, train_loop
 from honed.training.run_dir import create_run_dir, load_run_recipe
+from honed.training.speed import accelerated, batching
 
 log = logging.getLogger(__name__)
 
@@ -66,20 +66,9 @@ def finetune(
     )
     task, rows = build_eval(recipe, task_files)
     score_base(model, tokenizer, recipe, run_dir, task, rows, progress)
-    model = _prepare(model, recipe)
-    batcher, loss_fn = batching(recipe.train, tokenizer.pad_token_id, device)
-    with accelerated(model, recipe.train, device):
-        result = train_loop(
-            model,
-            train,
-            validation,
-            recipe.train,
-            run_dir,
-            loss_fn,
-            batcher,
-            resume=resume is not None,
-            progress=progress,
-        )
+    model, result = train_model(
+        model, tokenizer, train, validation, recipe, run_dir, resume is not None, progress
+    )
     _save_final(model, tokenizer, run_dir, recipe)
     trainable, total = count_parameters(model)
     (run_dir / "train.json").write_text(
@@ -88,6 +77,28 @@ def finetune(
     score_tuned(model, tokenizer, recipe, run_dir, task, rows, progress)
     write_summary(run_dir, recipe, task)
     return run_dir
+
+
+def train_model(
+    model,
+    tokenizer,
+    train: list[Encoded],
+    validation: list[Encoded] | None,
+    recipe: Recipe,
+    run_dir: Path,
+    resume: bool = False,
+    progress: bool = True,
+) -> tuple[Any, LoopResult]:
+    """Attach the adapter (or unfreeze the weights) and run the shared loop with the recipe's speed
+    options; return the trained model and the loop's result. The part of `finetune` that bench/ times."""
+    device = next(model.parameters()).device
+    model = _prepare(model, recipe)
+    batcher, loss_fn = batching(recipe.train, tokenizer.pad_token_id, device)
+    with accelerated(model, recipe.train, device):
+        result = train_loop(
+            model, train, validation, recipe.train, run_dir, loss_fn, batcher, resume, progress
+        )
+    return model, result
 
 
 def _seed_everything(recipe: Recipe) -> None:

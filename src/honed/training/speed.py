@@ -1,6 +1,7 @@
 """The train config's speed and memory options, applied in one place for every training method.
 
-- `batching`: packed rows (`train.packing`) or padded batches, and the chunked loss (`train.loss_chunk_tokens`).
+- `batching`: packed rows (`train.packing`) or padded batches, and the chunked loss
+  (`train.loss_chunk_tokens`).
 - `accelerated`: packed attention, gradient checkpointing (`train.gradient_checkpointing`) and
   torch.compile of the decoder layers (`train.compile`) for the duration of training, undone afterwards
   so evaluation and export see the plain model.

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from honed.data.tokenize import IGNORE, Encoded, encode_example
 from honed.models.load import load_model
-from honed.models.lora import FastDropout, apply_lora
+from honed.models.lora import apply_lora, fuse_lora_dropout, keep_mask
 from honed.training.loss import batch_tokens, collate, completion_loss, linear_cross_entropy
 from honed.training.packing import collate_packed, packed_attention, packed_attention_forward
 from honed.training.speed import accelerated
@@ -143,16 +143,29 @@ def test_chunked_completion_loss_equals_unchunked(tiny_model_dir, tiny_tokenizer
         torch.testing.assert_close(grads_chunked[name], grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_fast_dropout_keeps_the_dropout_distribution_and_gradient():
+def test_fused_lora_dropout_equals_dropout_then_linear():
     torch.manual_seed(0)
-    dropout = FastDropout(0.1).train()
-    x = torch.ones(200_000, requires_grad=True)
-    y = dropout(x)
-    kept = y != 0
-    assert abs(kept.float().mean().item() - 0.9) < 0.005
-    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.9))
-    y.sum().backward()
-    torch.testing.assert_close(x.grad, y.detach())  # d y_i / d x_i is the same mask-and-scale
-    torch.manual_seed(0)
-    assert torch.equal(FastDropout(0.1).train()(torch.ones(200_000)), y.detach())  # torch's seed fixes it
-    assert torch.equal(dropout.eval()(x), x)
+    linear = torch.nn.Linear(24, 4, bias=False)
+    lora_module = torch.nn.Module()
+    lora_module.lora_A = torch.nn.ModuleDict({"default": linear})
+    lora_module.lora_dropout = torch.nn.ModuleDict({"default": torch.nn.Dropout(0.25)})
+    assert fuse_lora_dropout(lora_module) == 1
+    x = torch.randn(3, 5, 24, requires_grad=True)
+
+    torch.manual_seed(1)
+    out = lora_module.lora_A["default"](lora_module.lora_dropout["default"](x))
+    out.pow(2).sum().backward()
+    grads = x.grad.clone(), linear.weight.grad.clone()
+    x.grad, linear.weight.grad = None, None
+
+    torch.manual_seed(1)
+    keep = keep_mask(x.shape, 0.25)
+    reference = torch.nn.functional.linear(x * keep / 0.75, linear.weight)
+    reference.pow(2).sum().backward()
+    torch.testing.assert_close(out, reference)
+    torch.testing.assert_close(grads[0], x.grad)
+    torch.testing.assert_close(grads[1], linear.weight.grad)
+    assert abs(keep_mask(torch.Size([200_000]), 0.25).float().mean().item() - 0.75) < 0.005
+
+    linear.eval()  # evaluation: no dropout at all
+    torch.testing.assert_close(lora_module.lora_A["default"](x), torch.nn.functional.linear(x, linear.weight))

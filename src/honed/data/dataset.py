@@ -76,7 +76,7 @@ def iter_rows(cfg: DataConfig, split: str, report: SplitReport, raw: bool = Fals
 
     With `raw`, rows are not turned into messages (for tasks that read fields directly, e.g. perplexity).
     """
-    path, holdout = _split_source(cfg, split)
+    path, holdout = split_source(cfg, split)
     limit = cfg.max_train_rows if split == "train" else cfg.max_validation_rows
     fmt = None if cfg.format == "auto" else cfg.format
     kept = 0
@@ -99,7 +99,7 @@ def iter_rows(cfg: DataConfig, split: str, report: SplitReport, raw: bool = Fals
             return
 
 
-def _split_source(cfg: DataConfig, split: str) -> tuple[str, bool | None]:
+def split_source(cfg: DataConfig, split: str) -> tuple[str, bool | None]:
     """The file a split reads and, for a hash holdout, whether it keeps held-out rows (True) or the rest."""
     if split == "train":
         return cfg.train, (False if cfg.holdout_fraction else None)

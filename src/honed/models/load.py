@@ -13,13 +13,13 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
-import os
 import re
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from honed._utils.paths import cache_dir
 from honed.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -42,11 +42,6 @@ class ResolvedModel:
 
     name: str
     folder: Path
-
-
-def cache_dir() -> Path:
-    """honed's model cache: $HONED_CACHE, else ~/.cache/honed."""
-    return Path(os.environ.get("HONED_CACHE") or Path.home() / ".cache" / "honed")
 
 
 def resolve_base(base: str, revision: str | None = None) -> ResolvedModel:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from honed.config.schema import Recipe
-from honed.data.dataset import build_examples
+from honed.data.cache import cached_examples
 from honed.data.tokenize import Encoded, render_masked
 from honed.evaluation.evaluate import (
     BASE,
@@ -110,11 +110,11 @@ def _seed_everything(recipe: Recipe) -> None:
 
 def _data(recipe: Recipe, tokenizer, run_dir: Path):
     """Tokenize both splits and write data/report.json and a rendered, mask-highlighted sample."""
-    train, train_report = build_examples(recipe.data, tokenizer, "train")
+    train, train_report = cached_examples(recipe.data, tokenizer, "train")
     report = {"train": train_report.as_dict()}
     validation = None
     if recipe.data.validation or recipe.data.holdout_fraction:
-        validation, val_report = build_examples(recipe.data, tokenizer, "validation")
+        validation, val_report = cached_examples(recipe.data, tokenizer, "validation")
         report["validation"] = val_report.as_dict()
     folder = run_dir / "data"
     folder.mkdir(exist_ok=True)

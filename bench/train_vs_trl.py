@@ -3,7 +3,7 @@
 Both train the embedded SmolLM2-135M-Instruct on the same ViGGO training rows from ../shared/data, tokenized
 once by honed (TRL receives the token ids and the completion mask, so both see exactly the same tokens and
 train on exactly the same ones). Same LoRA (r, alpha, dropout, all linear layers), same effective batch (8
-examples per optimizer step), same learning rate, warmup and cosine schedule, same number of steps, and so
+examples per optimizer step), same learning rate and cosine schedule (no warmup), same number of steps, and so
 the same examples seen (each row exactly once). Each tool runs in a fresh process so peak RSS is its own;
 TRL runs with its own defaults for everything the comparison does not fix (gradient checkpointing on,
 no packing), as a user would run it. honed runs with its defaults (packing on), with micro-batches of
@@ -14,7 +14,7 @@ validation rows, model in eval mode) with the same function, so the numbers comp
 
     pip install -r bench/requirements.txt      # TRL, pinned; not part of honed's install
     python bench/train_vs_trl.py --quick       # 48 rows (6 steps): a few minutes on 2 CPU cores
-    python bench/train_vs_trl.py               # 400 rows (50 steps): the full comparison
+    python bench/train_vs_trl.py               # 320 rows (40 steps): the full comparison
 
 Reported for each: real (non-padding) tokens per second, training wall time, peak resident memory,
 validation loss, and model FLOPs utilisation (MFU) against this machine's measured fp32 matmul peak. The
@@ -40,7 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="48 training rows: a run of a few minutes.")
     parser.add_argument(
-        "--rows", type=int, help="Training rows (a multiple of 8); default 48 quick, 400 full."
+        "--rows", type=int, help="Training rows (a multiple of 8); default 48 quick, 320 full."
     )
     parser.add_argument(
         "--val-rows", type=int, help="Validation rows for the loss; default 32 quick, 100 full."
@@ -51,8 +51,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="Also write the results as JSON here.")
     parser.add_argument("--worker", choices=["honed", "trl"], help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu", help="cpu, or cuda (bf16 there).")
+    parser.add_argument(
+        "--data", type=Path, help="Folder with ViGGO train/validation.jsonl (default ../shared)."
+    )
+    parser.add_argument("--model", help="Base model folder (default: the embedded SmolLM2-135M-Instruct).")
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="Seeded random weights from --model's config (for a machine that lacks the weights).",
+    )
     args = parser.parse_args()
-    args.rows = args.rows or (48 if args.quick else 400)
+    args.rows = args.rows or (48 if args.quick else 320)
     args.val_rows = args.val_rows or (32 if args.quick else 100)
     if args.rows % 8:
         parser.error("--rows must be a multiple of 8 (the effective batch)")
@@ -74,7 +83,15 @@ def main() -> None:
     if args.out:
         args.out.write_text(
             json.dumps(
-                {"peak_gflops": peak, "args": vars(args) | {"out": str(args.out)}, **results}, indent=2
+                {
+                    "peak_gflops": peak,
+                    "args": {
+                        k: v if isinstance(v, (int, float, bool)) or v is None else str(v)
+                        for k, v in vars(args).items()
+                    },
+                    **results,
+                },
+                indent=2,
             )
         )
     if not args.only:
@@ -88,24 +105,12 @@ def main() -> None:
 
 def spawn(tool: str, args) -> dict:
     """Run one tool in a fresh Python process (so its peak RSS is its own) and read its result line."""
-    command = [
-        sys.executable,
-        __file__,
-        "--worker",
-        tool,
-        "--rows",
-        str(args.rows),
-        "--val-rows",
-        str(args.val_rows),
-    ]
-    command += [
-        "--lr",
-        str(args.lr),
-        "--honed-micro-batch",
-        str(args.honed_micro_batch),
-        "--device",
-        args.device,
-    ]
+    command = [sys.executable, __file__, "--worker", tool, "--device", args.device, "--lr", str(args.lr)]
+    command += ["--rows", str(args.rows), "--val-rows", str(args.val_rows)]
+    command += ["--honed-micro-batch", str(args.honed_micro_batch)]
+    command += ["--data", str(args.data)] if args.data else []
+    command += ["--model", args.model] if args.model else []
+    command += ["--random-weights"] if args.random_weights else []
     print(f"--- {tool}: training on {args.rows} rows ...", flush=True)
     done = subprocess.run(command, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
@@ -172,16 +177,24 @@ def run_worker(args) -> dict:
             f"train.batch_size={args.honed_micro_batch}",
             f"train.grad_accum_steps={8 // args.honed_micro_batch}",
             f"train.lr={args.lr}",
-            f"train.lr_warmup_steps={max(1, steps // 10)}",
+            # No warmup: transformers' warmup starts at lr 0 and honed's at lr/warmup, so with warmup the
+            # two schedules would differ by a step; without it both are the same cosine from `lr`.
+            "train.lr_warmup_steps=0",
             "train.log_every_steps=1000",
             f"train.device={args.device}",
+            *_location_overrides(args),
         ],
     )
-    folder = resolve_base(recipe.model.base).folder
+    folder = Path(args.model) if args.model else resolve_base(recipe.model.base).folder
     tokenizer = load_tokenizer(folder)
     train, _ = build_examples(recipe.data, tokenizer, "train")
     validation, _ = build_examples(recipe.data, tokenizer, "validation")
-    model = load_model(folder, dtype, device)
+    if args.random_weights:
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder), dtype=dtype).to(device)
+    else:
+        model = load_model(folder, dtype, device)
     if args.worker == "honed":
         model, train_s = _train_honed(model, tokenizer, train, recipe)
     else:
@@ -201,6 +214,13 @@ def run_worker(args) -> dict:
         "model_gflop": _model_flops(model, train) / 1e9,
         "versions": _versions(),
     }
+
+
+def _location_overrides(args) -> list[str]:
+    found = [f"model.base={Path(args.model).resolve()}"] if args.model else []
+    if args.data:
+        found += [f"data.{split}={args.data.resolve() / split}.jsonl" for split in ("train", "validation")]
+    return found
 
 
 def _train_honed(model, tokenizer, train, recipe):

@@ -118,13 +118,16 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW decoupled weight decay.")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip the global gradient norm; null: off.")
     seed: int = Field(42, description="Seeds data order, adapter init and dropout.")
-    group_by_length: bool = Field(
-        True, description="Put examples of similar length in the same step (less padding, or shorter packs)."
+    group_by_length: bool | Literal["auto"] = Field(
+        "auto",
+        description="Put examples of similar length in the same step, to cut padding. auto: only when "
+        "batches are padded (packed rows have no padding to cut, and random steps mix the data better).",
     )
-    packing: bool = Field(
-        True,
+    packing: bool | Literal["auto"] = Field(
+        "auto",
         description="Lay each micro-batch's examples end to end in one row: no padding, position ids restart "
-        "per example and attention stays within each example (same loss as padded batches).",
+        "per example and attention stays within each example (same loss as padded batches). auto: on CPU, "
+        "and on CUDA when flash-attn is installed; padded, length-grouped batches otherwise.",
     )
     loss_chunk_tokens: int = Field(
         512,

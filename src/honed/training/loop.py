@@ -149,7 +149,9 @@ def train_loop(
     with _StopFlag() as stop:
         for step in range(start, steps):
             epoch, index = divmod(step, per_epoch)
-            chosen = epoch_steps(lengths, step_size, cfg.seed, epoch, cfg.group_by_length)[index]
+            # `auto` is decided by speed.resolve before the loop; left unresolved it counts as off
+            grouped = cfg.group_by_length is True
+            chosen = epoch_steps(lengths, step_size, cfg.seed, epoch, grouped)[index]
             loss, tokens = _optimizer_step(
                 model, optimizer, params, [train[i] for i in chosen], step, steps, cfg, loss_fn, collate
             )

@@ -69,7 +69,7 @@ def packed_attention_forward(module, query, key, value, attention_mask, dropout=
         kwargs.pop(name, None)
     if cu is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
-    bounds = cu.tolist()
+    bounds = _bounds(cu)
     parts = [
         sdpa_attention_forward(
             module,
@@ -84,6 +84,16 @@ def packed_attention_forward(module, query, key, value, attention_mask, dropout=
         for start, end in zip(bounds[:-1], bounds[1:], strict=True)
     ]
     return torch.cat(parts, dim=1), None
+
+
+_last_bounds: list = [None, None]  # (tensor, its list): every layer of one forward sees the same tensor
+
+
+def _bounds(cu: torch.Tensor) -> list[int]:
+    """`cu.tolist()`, read once per forward pass rather than once per layer (a device sync on CUDA)."""
+    if _last_bounds[0] is not cu:
+        _last_bounds[0], _last_bounds[1] = cu, cu.tolist()
+    return _last_bounds[1]
 
 
 def _register() -> None:

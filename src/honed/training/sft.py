@@ -33,7 +33,7 @@ from honed.models.load import load_model, load_tokenizer, resolve_base, resolve_
 from honed.models.lora import apply_lora, count_parameters
 from honed.training.loop import LoopResult, train_loop
 from honed.training.run_dir import create_run_dir, load_run_recipe
-from honed.training.speed import accelerated, batching
+from honed.training.speed import accelerated, batching, resolve
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +93,10 @@ def train_model(
     options; return the trained model and the loop's result. The part of `finetune` that bench/ times."""
     device = next(model.parameters()).device
     model = _prepare(model, recipe)
-    batcher, loss_fn = batching(recipe.train, tokenizer.pad_token_id, device)
-    with accelerated(model, recipe.train, device):
-        result = train_loop(
-            model, train, validation, recipe.train, run_dir, loss_fn, batcher, resume, progress
-        )
+    cfg = resolve(recipe.train, device)
+    batcher, loss_fn = batching(cfg, tokenizer.pad_token_id, device)
+    with accelerated(model, cfg, device):
+        result = train_loop(model, train, validation, cfg, run_dir, loss_fn, batcher, resume, progress)
     return model, result
 
 

@@ -19,7 +19,7 @@ import torch
 
 from honed.config.schema import TrainConfig
 from honed.training.loss import causal_lm, collate, completion_loss
-from honed.training.packing import collate_packed, packed_attention
+from honed.training.packing import collate_packed, packed_attention, packed_attention_name
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +27,30 @@ log = logging.getLogger(__name__)
 def batching(cfg: TrainConfig, pad_id: int, device: torch.device, loss=None):
     """(collate, loss_fn) for the train loop: packed or padded batches, and `loss` (default: the
     completion loss) with its chunk size."""
-    if cfg.packing:
+    if uses_packing(cfg, device):
         batcher = functools.partial(collate_packed, device=device)
     else:
         batcher = functools.partial(collate, pad_id=pad_id, device=device)
     return batcher, functools.partial(loss or completion_loss, chunk=cfg.loss_chunk_tokens)
+
+
+def resolve(cfg: TrainConfig, device: torch.device) -> TrainConfig:
+    """The train config with `auto` packing and length grouping decided for `device`."""
+    packing = uses_packing(cfg, device)
+    grouping = not packing if cfg.group_by_length == "auto" else cfg.group_by_length
+    return cfg.model_copy(update={"packing": packing, "group_by_length": grouping})
+
+
+def uses_packing(cfg: TrainConfig, device: torch.device) -> bool:
+    """`train.packing`, with auto resolved: pack where attention can skip the masked blocks.
+
+    On CPU honed's per-example SDPA does; on CUDA flash-attn's varlen kernel does. On CUDA without it,
+    per-example SDPA means many small kernel launches, slower than one padded, length-grouped batch
+    (measured on an H100: 2,406 vs 3,214 tokens/s against TRL's padded batches).
+    """
+    if cfg.packing != "auto":
+        return bool(cfg.packing)
+    return device.type == "cpu" or packed_attention_name(device) == "flash_attention_2"
 
 
 @contextlib.contextmanager
@@ -39,7 +58,7 @@ def accelerated(model, cfg: TrainConfig, device: torch.device):
     """Apply packing attention, gradient checkpointing and compile to `model` while the block runs."""
     lm = causal_lm(model)
     with contextlib.ExitStack() as stack:
-        if cfg.packing:
+        if uses_packing(cfg, device):
             stack.enter_context(packed_attention(model, device))
         if cfg.gradient_checkpointing:
             stack.enter_context(_checkpointed(lm))

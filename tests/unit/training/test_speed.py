@@ -11,7 +11,7 @@ from honed.models.load import load_model
 from honed.models.lora import apply_lora, fuse_lora_dropout, keep_mask
 from honed.training.loss import batch_tokens, collate, completion_loss, linear_cross_entropy
 from honed.training.packing import collate_packed, packed_attention, packed_attention_forward
-from honed.training.speed import accelerated
+from honed.training.speed import accelerated, resolve
 
 CPU = torch.device("cpu")
 CONVERSATIONS = [
@@ -169,3 +169,12 @@ def test_fused_lora_dropout_equals_dropout_then_linear():
 
     linear.eval()  # evaluation: no dropout at all
     torch.testing.assert_close(lora_module.lora_A["default"](x), torch.nn.functional.linear(x, linear.weight))
+
+
+def test_auto_packing_and_grouping_resolve_per_device(tiny_recipe):
+    cpu = resolve(tiny_recipe().train, CPU)
+    assert cpu.packing is True and cpu.group_by_length is False  # packed rows have no padding to cut
+    padded = resolve(tiny_recipe("train.packing=false").train, CPU)
+    assert padded.packing is False and padded.group_by_length is True
+    kept = resolve(tiny_recipe("train.packing=false", "train.group_by_length=false").train, CPU)
+    assert kept.group_by_length is False

@@ -46,7 +46,7 @@ def uses_packing(cfg: TrainConfig, device: torch.device) -> bool:
 
     On CPU honed's per-example SDPA does; on CUDA flash-attn's varlen kernel does. On CUDA without it,
     per-example SDPA means many small kernel launches, slower than one padded, length-grouped batch
-    (measured on an H100: 2,406 vs 3,214 tokens/s against TRL's padded batches).
+    (measured on an H100, LoRA on SmolLM2-135M, bf16: 2,406 tokens/s packed, 6,008 padded).
     """
     if cfg.packing != "auto":
         return bool(cfg.packing)

@@ -95,12 +95,16 @@ def main() -> None:
             )
         )
     if not args.only:
-        honed, trl = results["honed"], results["trl"]
-        print(
-            f"speedup={honed['tokens_per_s'] / trl['tokens_per_s']:.2f} "
-            f"memory_ratio={honed['peak_rss_mb'] / trl['peak_rss_mb']:.2f} "
-            f"val_loss_delta={honed['val_loss'] - trl['val_loss']:+.4f}"
-        )
+        print(summary_line(results["honed"], results["trl"]))
+
+
+def summary_line(honed: dict, trl: dict) -> str:
+    """The bench's last line: honed relative to TRL."""
+    return (
+        f"speedup={honed['tokens_per_s'] / trl['tokens_per_s']:.2f} "
+        f"memory_ratio={honed['peak_rss_mb'] / trl['peak_rss_mb']:.2f} "
+        f"val_loss_delta={honed['val_loss'] - trl['val_loss']:+.4f}"
+    )
 
 
 def spawn(tool: str, args) -> dict:

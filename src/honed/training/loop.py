@@ -143,14 +143,13 @@ def train_loop(
     lengths = [len(e.input_ids) for e in train]
     step_size = cfg.batch_size * cfg.grad_accum_steps
     per_epoch = steps_per_epoch(len(train), step_size)
+    grouped = cfg.group_by_length is True  # `auto` is decided by speed.resolve; unresolved it counts as off
     state = {"train_loss": None, "val_loss": None, "tokens": 0, "t0": time.perf_counter()}
     model.train()
     bar = _progress(steps, start, progress)
     with _StopFlag() as stop:
         for step in range(start, steps):
             epoch, index = divmod(step, per_epoch)
-            # `auto` is decided by speed.resolve before the loop; left unresolved it counts as off
-            grouped = cfg.group_by_length is True
             chosen = epoch_steps(lengths, step_size, cfg.seed, epoch, grouped)[index]
             loss, tokens = _optimizer_step(
                 model, optimizer, params, [train[i] for i in chosen], step, steps, cfg, loss_fn, collate

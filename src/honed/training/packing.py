@@ -23,7 +23,6 @@ import torch
 from honed.data.tokenize import IGNORE, Encoded
 
 PACKED_ATTENTION = "honed_packed"
-_registered = False
 
 
 def collate_packed(examples: list[Encoded], device: torch.device) -> dict[str, torch.Tensor]:
@@ -97,16 +96,13 @@ def _bounds(cu: torch.Tensor) -> list[int]:
 
 
 def _register() -> None:
-    """Make `honed_packed` a transformers attention implementation (padding masks built as for SDPA)."""
-    global _registered
-    if _registered:
-        return
+    """Make `honed_packed` a transformers attention implementation (padding masks built as for SDPA).
+    Registering again is a dict assignment, so every call may do it."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
     AttentionInterface.register(PACKED_ATTENTION, packed_attention_forward)
     AttentionMaskInterface.register(PACKED_ATTENTION, sdpa_mask)
-    _registered = True
 
 
 def packed_attention_name(device: torch.device) -> str:

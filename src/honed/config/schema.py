@@ -37,10 +37,12 @@ class DataConfig(_Strict):
 
     train: str = Field(
         ...,
-        description="Training file: .jsonl, .csv or .parquet. Relative paths are "
-        "resolved against the recipe file's folder.",
+        description="Training data: a .jsonl, .csv or .parquet file, a folder of .txt/.md/.html files, a "
+        "saved Hugging Face dataset folder (`folder` or `folder:split`), or a hub dataset id (`owner/name` or "
+        "`owner/name:split`, needs `pip install 'honed[hf]'`). Relative paths are resolved against the "
+        "recipe file's folder.",
     )
-    validation: str | None = Field(None, description="Validation file, same formats as train.")
+    validation: str | None = Field(None, description="Validation data, same kinds of source as train.")
     holdout_fraction: float | None = Field(
         None,
         gt=0.0,
@@ -48,10 +50,15 @@ class DataConfig(_Strict):
         description="With no validation file: hold out this fraction of the training "
         "rows as validation, chosen by a hash of the row's content (deterministic, no overlap).",
     )
-    format: Literal["auto", "chat", "prompt_completion", "template"] = Field(
+    format: Literal[
+        "auto", "chat", "sharegpt", "prompt_completion", "alpaca", "preference", "text", "template"
+    ] = Field(
         "auto",
-        description="chat: a `messages` list; prompt_completion: `prompt` and `completion` fields; template: "
-        "any fields mapped through prompt_template/completion_template; auto: detect from the first row.",
+        description="chat: a `messages` list; sharegpt: a `conversations` list of {from, value}; "
+        "prompt_completion: `prompt` and `completion`; alpaca: `instruction`, optional `input`, `output`; "
+        "preference: `chosen` and `rejected` (optional `prompt`; sft trains on the chosen answer); text: raw "
+        "`text` (continued pre-training); template: any fields mapped through prompt_template/"
+        "completion_template; auto: detect from the first row.",
     )
     prompt_template: str | None = Field(
         None,
@@ -78,7 +85,7 @@ class DataConfig(_Strict):
         problems = []
         if self.format == "template" and not (self.prompt_template and self.completion_template):
             problems.append("format 'template' needs both data.prompt_template and data.completion_template")
-        if self.format in ("chat", "prompt_completion") and (
+        if self.format not in ("auto", "template") and (
             self.prompt_template or self.completion_template
         ):
             problems.append(

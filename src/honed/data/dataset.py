@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from honed.config.schema import DataConfig, Recipe
-from honed.data.formats import RowError, detect_format, split_prompt, to_messages
+from honed.data.formats import EXAMPLES, RowError, detect_format, split_prompt, to_messages
 from honed.data.sources import read_rows
 from honed.data.tokenize import IGNORE, Encoded, encode_example
 from honed.errors import DataError
@@ -74,11 +74,14 @@ class SplitReport:
 def iter_rows(cfg: DataConfig, split: str, report: SplitReport, raw: bool = False) -> Iterator[Row]:
     """Usable rows of `split` ("train" or "validation"), honouring on_bad_row, holdout and row caps.
 
+    With `on_bad_row: error`, the first malformed row stops training but not the reading: the rest of the
+    file is checked so that one error lists every malformed row (up to a cap), each with its file:line.
     With `raw`, rows are not turned into messages (for tasks that read fields directly, e.g. perplexity).
     """
     path, holdout = split_source(cfg, split)
     limit = cfg.max_train_rows if split == "train" else cfg.max_validation_rows
     fmt = None if cfg.format == "auto" else cfg.format
+    bad = BadRows(path, cfg.on_bad_row)
     kept = 0
     for source in read_rows(path):
         if holdout is not None and source.row is not None and _is_held_out(source.row, cfg) != holdout:
@@ -89,14 +92,58 @@ def iter_rows(cfg: DataConfig, split: str, report: SplitReport, raw: bool = Fals
                 raise RowError(source.error)
             if not raw:
                 fmt = fmt or detect_format(source.row, source.location)
+                _trainable(fmt, source.location)
             messages = [] if raw else to_messages(source.row, fmt, cfg)
         except RowError as exc:
-            _bad_row(cfg, report, f"{source.location}: {exc}")
+            bad.add(report, f"{source.location}: {exc}", fmt)
             continue
+        if bad.count and cfg.on_bad_row == "error":
+            continue  # still reading, to report every malformed row at once
         yield Row(source.location, messages, source.row)
         kept += 1
         if limit is not None and kept >= limit:
+            break
+    bad.raise_if_any(fmt)
+
+
+class BadRows:
+    """Malformed rows of one file: counted and listed when skipped, gathered into one error otherwise."""
+
+    def __init__(self, path: str, on_bad_row: str) -> None:
+        self.path, self.on_bad_row = path, on_bad_row
+        self.count = 0
+        self.messages: list[str] = []
+
+    def add(self, report: SplitReport, message: str, fmt: str | None) -> None:
+        self.count += 1
+        if self.on_bad_row == "skip":
+            report.skipped_bad_rows += 1
+            report.note(message)
             return
+        self.messages.append(message)
+        if self.count >= MAX_REPORTED_PROBLEMS:
+            self.raise_if_any(fmt, complete=False)
+
+    def raise_if_any(self, fmt: str | None, complete: bool = True) -> None:
+        if self.on_bad_row == "skip" or not self.count:
+            return
+        counted = f"{self.count} malformed rows" if complete else f"at least {self.count} malformed rows"
+        example = f"\nA valid {fmt} row: {EXAMPLES[fmt]}" if fmt in EXAMPLES else ""
+        raise DataError(
+            f"{self.path}: {counted if self.count > 1 else '1 malformed row'}:\n  "
+            + "\n  ".join(self.messages)
+            + example
+            + "\nFix these rows, or set data.on_bad_row: skip to count and skip them."
+        )
+
+
+def _trainable(fmt: str, where: str) -> None:
+    if fmt == "text":
+        raise DataError(
+            f"{where}: raw text rows (a 'text' field) have no answer for supervised fine-tuning; they are "
+            "for continued pre-training (method: cpt, not built yet). For supervised rows use messages, "
+            "prompt/completion or a template."
+        )
 
 
 def split_source(cfg: DataConfig, split: str) -> tuple[str, bool | None]:
@@ -116,6 +163,7 @@ def _is_held_out(row: dict[str, Any], cfg: DataConfig) -> bool:
 
 
 def _bad_row(cfg: DataConfig, report: SplitReport, message: str) -> None:
+    """A row that read well but cannot be tokenized (e.g. a template that hides the answer)."""
     if cfg.on_bad_row == "error":
         raise DataError(f"{message} (set data.on_bad_row: skip to count and skip such rows)")
     report.skipped_bad_rows += 1

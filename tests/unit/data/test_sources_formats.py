@@ -201,9 +201,22 @@ def test_bad_row_error_names_file_and_line(tmp_path: Path) -> None:
     path = _with_bad_rows(tmp_path)
     with pytest.raises(DataError) as info:
         list(iter_rows(_cfg(path), "train", SplitReport()))
-    message = str(info.value)
-    assert message.startswith(f"{path}:2: not valid JSON")
-    assert "data.on_bad_row: skip" in message
+    lines = str(info.value).splitlines()
+    # Every malformed row at once, each with file:line, what is wrong and what was expected; then the fix.
+    assert lines[0] == f"{path}: 2 malformed rows:"
+    assert lines[1].startswith(f"  {path}:2: not valid JSON")
+    assert lines[2] == f"  {path}:4: field 'completion' must be a non-empty string, got None"
+    assert lines[3] == 'A valid prompt_completion row: {"prompt": "Hi?", "completion": "Hello."}'
+    assert "data.on_bad_row: skip" in lines[4]
+
+
+def test_bad_row_errors_stop_at_a_cap(tmp_path: Path) -> None:
+    path = _jsonl(tmp_path / "t.jsonl", [_pc(0)] + ["{"] * 50)
+    with pytest.raises(DataError) as info:
+        list(iter_rows(_cfg(path), "train", SplitReport()))
+    lines = str(info.value).splitlines()
+    assert lines[0] == f"{path}: at least 20 malformed rows:"
+    assert sum(line.startswith(f"  {path}:") for line in lines) == 20
 
 
 def test_bad_rows_skipped_are_counted_and_listed(tmp_path: Path, tiny_tokenizer) -> None:

@@ -38,8 +38,8 @@ class DataConfig(_Strict):
     train: str = Field(
         ...,
         description="Training data: a .jsonl, .csv or .parquet file, a folder of .txt/.md/.html files, a "
-        "saved Hugging Face dataset folder (`folder` or `folder:split`), or a hub dataset id (`owner/name` or "
-        "`owner/name:split`, needs `pip install 'honed[hf]'`). Relative paths are resolved against the "
+        "saved Hugging Face dataset folder (`folder` or `folder:split`), or a hub dataset id (`owner/name` "
+        "or `owner/name:split`, needs `pip install 'honed[hf]'`). Relative paths are resolved against the "
         "recipe file's folder.",
     )
     validation: str | None = Field(None, description="Validation data, same kinds of source as train.")
@@ -85,9 +85,7 @@ class DataConfig(_Strict):
         problems = []
         if self.format == "template" and not (self.prompt_template and self.completion_template):
             problems.append("format 'template' needs both data.prompt_template and data.completion_template")
-        if self.format not in ("auto", "template") and (
-            self.prompt_template or self.completion_template
-        ):
+        if self.format not in ("auto", "template") and (self.prompt_template or self.completion_template):
             problems.append(
                 f"data.prompt_template/completion_template are only used with format 'template', "
                 f"not {self.format!r}"
@@ -115,8 +113,9 @@ class CleanConfig(_Strict):
     )
     normalize_whitespace: bool = Field(
         True,
-        description="Trim each field, collapse runs of spaces/tabs inside a line, drop trailing spaces and keep "
-        "at most one blank line in a row. Leading indentation is kept (code stays valid).",
+        description="Collapse runs of spaces/tabs inside a line to one space, drop trailing spaces and blank "
+        "lines at the ends, keep at most one blank line in a row, and turn every line break into \\n. "
+        "Leading indentation is kept (code stays valid).",
     )
     min_chars: int = Field(
         1, ge=0, description="Drop a row whose content text is shorter than this (0 keeps empty rows)."
@@ -125,12 +124,20 @@ class CleanConfig(_Strict):
         None, gt=0, description="Drop a row whose content text is longer than this; null: no limit."
     )
 
+    @model_validator(mode="after")
+    def _limits_in_order(self) -> CleanConfig:
+        if self.max_chars is not None and self.max_chars < self.min_chars:
+            raise ValueError(f"max_chars ({self.max_chars}) is below min_chars ({self.min_chars})")
+        return self
+
 
 class DedupConfig(_Strict):
     """Duplicate detection: exact (after normalising case and whitespace) and near (MinHash LSH)."""
 
     exact: bool = Field(True, description="Drop rows whose normalised content repeats an earlier row.")
-    near: bool = Field(True, description="Drop rows that are near-duplicates of an earlier row (MinHash LSH).")
+    near: bool = Field(
+        True, description="Drop rows that are near-duplicates of an earlier row (MinHash LSH)."
+    )
     near_threshold: float = Field(
         0.85, gt=0.0, le=1.0, description="Estimated Jaccard similarity of word shingles that counts as near."
     )
@@ -172,8 +179,8 @@ class PiiConfig(_Strict):
     )
     types: list[Literal["email", "phone", "card", "iban", "ip", "national_id", "secret"]] = Field(
         default_factory=lambda: list(PII_TYPES),
-        description="Which kinds to look for: email, phone, card (Luhn-checked), iban (checksum-checked), ip, "
-        "national_id (US SSN, UK NI number), secret (API keys, tokens, private keys).",
+        description="Which kinds to look for: email, phone, card (Luhn-checked), iban (checksum-checked), "
+        "ip, national_id (US SSN, UK NI number), secret (API keys, tokens, private keys).",
     )
 
 
@@ -181,15 +188,23 @@ class SplitConfig(_Strict):
     """Deterministic train/validation/test split of the training file."""
 
     validation_fraction: float = Field(
-        0.0, ge=0.0, lt=1.0, description="Share of training rows moved to validation (needs no data.validation)."
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Share of training rows (of groups, with group_by) moved to validation; only without "
+        "data.validation. data.holdout_fraction is used when this is 0.",
     )
     test_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="Share of training rows moved to test.")
     seed: int = Field(0, description="Seed of the split; the same seed and rows give the same split.")
     stratify_by: str | None = Field(
-        None, description="A row field whose values keep the same proportions in every split."
+        None,
+        description="A row field whose values keep the same proportions in every split (rows without it form "
+        "one stratum of their own).",
     )
     group_by: str | None = Field(
-        None, description="A row field: rows sharing its value always land in the same split."
+        None,
+        description="A row field: rows sharing its value always land in the same split (a row without it is "
+        "a group of its own).",
     )
 
     @model_validator(mode="after")
@@ -345,6 +360,15 @@ class Recipe(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
+
+    @model_validator(mode="after")
+    def _one_validation_source(self) -> Recipe:
+        if self.data.validation and self.prepare.split.validation_fraction:
+            raise ValueError(
+                "data.validation is set and prepare.split.validation_fraction is "
+                f"{self.prepare.split.validation_fraction}: take validation rows from one place, unset one"
+            )
+        return self
 
     @model_validator(mode="after")
     def _eval_split_exists(self) -> Recipe:

@@ -1,7 +1,8 @@
 """Load a recipe: YAML file + `key.sub=value` overrides -> a validated `Recipe`, or one ConfigError that
 lists every problem at once, each with the key, the value seen and (for unknown keys) a "did you mean".
 
-Relative data paths are resolved against the recipe file's folder, so a recipe works from any directory.
+Relative data paths are resolved against the recipe file's folder, so a recipe works from any directory;
+hub dataset ids (owner/name[:split]) are kept as they are.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from honed.config.schema import Recipe
+from honed.data.sources import is_hub_id
 from honed.errors import ConfigError
 
 
@@ -139,10 +141,25 @@ _SYNONYMS = {
 
 
 def _resolve_data_paths(recipe: Recipe, folder: Path) -> None:
+    """Make relative data paths absolute against the recipe folder; hub ids and `:split` suffixes survive."""
     for name in ("train", "validation"):
         value = getattr(recipe.data, name)
-        if value and not Path(value).is_absolute():
-            setattr(recipe.data, name, str((folder / value).resolve()))
+        if value:
+            setattr(recipe.data, name, _resolve_data_path(value, folder))
+    leakage = recipe.prepare.leakage
+    leakage.against = [_resolve_data_path(value, folder) for value in leakage.against]
+
+
+def _resolve_data_path(value: str, folder: Path) -> str:
+    if Path(value).is_absolute():
+        return value
+    local = folder / value
+    base, sep, split = value.rpartition(":")
+    if not local.exists() and sep and base and (folder / base).is_dir():
+        return f"{(folder / base).resolve()}:{split}"  # a split of a saved DatasetDict
+    if not local.exists() and is_hub_id(value):
+        return value
+    return str(local.resolve())
 
 
 def dump_recipe(recipe: Recipe) -> str:

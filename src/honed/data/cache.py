@@ -1,8 +1,9 @@
 """Tokenize once: tokenized splits cached by content hash under $HONED_CACHE/tokenized.
 
-The key covers everything the tokens depend on: the split's source file bytes, the whole data section of
-the recipe, the tokenizer (vocabulary, merges, normalizer, special tokens and chat template) and the
-version of honed's encoding rules. Change any of them and the split is tokenized again; rerun the same
+The key covers everything the tokens depend on: the split's source (a file's bytes, or a folder's
+files; hub datasets are not cached, they can change under the same id), the whole data section of the
+recipe, the tokenizer (vocabulary, merges, normalizer, special tokens and chat template) and the version
+of honed's encoding rules. Change any of them and the split is tokenized again; rerun the same
 recipe (a second seed, a resumed run, a benchmark) and it loads in milliseconds. Entries are written
 atomically (a half-written file is never read), as plain numpy arrays (no pickle).
 """
@@ -21,16 +22,20 @@ import numpy as np
 from honed._utils.paths import cache_dir
 from honed.config.schema import DataConfig
 from honed.data.dataset import SplitReport, build_examples, split_source
+from honed.data.sources import is_hub_id
 from honed.data.tokenize import IGNORE, Encoded
+from honed.data.versions import source_fingerprint
 
 log = logging.getLogger(__name__)
 
 # Bump when encode_example, the data report or the row pipeline changes what a split tokenizes to.
-ENCODING_VERSION = 1
+ENCODING_VERSION = 2
 
 
 def cached_examples(cfg: DataConfig, tokenizer, split: str) -> tuple[list[Encoded], SplitReport]:
     """`build_examples`, from the cache when this exact data, config and tokenizer were seen before."""
+    if is_hub_id(split_source(cfg, split)[0]):  # a hub dataset can change under the same id: no cache
+        return build_examples(cfg, tokenizer, split)
     path = cache_dir() / "tokenized" / f"{split_key(cfg, tokenizer, split)}.npz"
     if path.is_file():
         try:
@@ -50,9 +55,7 @@ def split_key(cfg: DataConfig, tokenizer, split: str) -> str:
     digest.update(f"honed-encoding-{ENCODING_VERSION}\0{split}\0".encode())
     digest.update(cfg.model_dump_json().encode())
     source, _ = split_source(cfg, split)
-    with open(source, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    digest.update(source_fingerprint(source).encode())  # a file's bytes, a folder's files, or a hub id
     digest.update(tokenizer_fingerprint(tokenizer).encode())
     return digest.hexdigest()[:32]
 

@@ -159,6 +159,11 @@ class LeakageConfig(_Strict):
         description="Benchmark files to compare with as well (.jsonl/.csv/.parquet); relative paths are "
         "resolved against the recipe file's folder.",
     )
+    fields: list[str] | None = Field(
+        None,
+        description="Compare only these row fields (e.g. [question]); null: the row's content (the fields "
+        "its format or templates use).",
+    )
     ngram: int = Field(8, gt=0, description="Words per n-gram (8 as in Llama 2's contamination study).")
     min_overlap: float = Field(
         0.5,
@@ -182,6 +187,11 @@ class PiiConfig(_Strict):
         description="Which kinds to look for: email, phone, card (Luhn-checked), iban (checksum-checked), "
         "ip, national_id (US SSN, UK NI number), secret (API keys, tokens, private keys).",
     )
+
+    @field_validator("action", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
 
 
 class SplitConfig(_Strict):

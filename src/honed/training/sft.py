@@ -18,6 +18,7 @@ import torch
 from honed.config.schema import Recipe
 from honed.data.cache import cached_examples
 from honed.data.tokenize import Encoded, render_masked
+from honed.data.versions import data_identity
 from honed.evaluation.evaluate import (
     BASE,
     FEW_SHOT,
@@ -118,6 +119,7 @@ def _data(recipe: Recipe, tokenizer, run_dir: Path):
     folder = run_dir / "data"
     folder.mkdir(exist_ok=True)
     (folder / "report.json").write_text(json.dumps(report, indent=2))
+    (folder / "dataset.json").write_text(json.dumps(_data_sources(recipe), indent=2))
     (folder / "sample.txt").write_text(render_masked(tokenizer, train[0]))
     for split, info in report.items():
         log.info(
@@ -130,6 +132,14 @@ def _data(recipe: Recipe, tokenizer, run_dir: Path):
             info["too_long_action"],
         )
     return train, validation
+
+
+def _data_sources(recipe: Recipe) -> dict:
+    """Which data the run trained and validated on: each source's hash and its prepared dataset's hash."""
+    sources = {"train": recipe.data.train}
+    if recipe.data.validation:
+        sources["validation"] = recipe.data.validation
+    return data_identity(sources)
 
 
 def _prepare(model, recipe: Recipe):

@@ -104,9 +104,13 @@ def test_malformed_data_row_names_file_and_line(tmp_path: Path, tiny_model_dir: 
         {"model": {"base": str(tiny_model_dir)}, "data": {"train": "bad.jsonl"}, "eval": {"split": "train"}},
     )
     code, out, err = _run(capsys, "validate", str(path))
-    line = _assert_one_line_error(code, err, "bad.jsonl:2: not valid JSON", "data.on_bad_row: skip")
-    assert str(bad) in line  # relative to the recipe, reported as the full path
-    assert out == ""
+    # Every malformed row on its own line under one error (here one), then a valid row and the fix.
+    assert code == 2 and "Traceback" not in err and out == ""
+    lines = err.strip().splitlines()
+    assert lines[0] == f"error: {bad}: 1 malformed row:"  # relative to the recipe, reported as the full path
+    assert lines[1].startswith(f"  {bad}:2: not valid JSON")
+    assert lines[2].startswith("A valid prompt_completion row: {")
+    assert "data.on_bad_row: skip" in lines[3]
 
 
 def test_malformed_row_skipped_is_reported_by_validate(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:
@@ -162,7 +166,7 @@ def test_help_is_fast_and_lists_every_command() -> None:
     elapsed = time.perf_counter() - start
     assert result.returncode == 0
     assert elapsed < 1.0, f"honed --help took {elapsed:.2f} s"
-    for command in ("demo", "train", "validate", "eval", "export"):
+    for command in ("demo", "data", "train", "validate", "eval", "export"):
         assert command in result.stdout
 
 
@@ -219,6 +223,7 @@ def test_train_end_to_end_writes_the_run_directory(demo_recipe: Path, tmp_path: 
         "recipe.yaml",
         "env.json",
         "data/report.json",
+        "data/dataset.json",
         "metrics.jsonl",
         "summary.json",
         "report.html",
@@ -236,6 +241,8 @@ def test_train_end_to_end_writes_the_run_directory(demo_recipe: Path, tmp_path: 
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["eval"]["rows"] == 2
     assert summary["data"]["train"]["examples"] == 48
+    used = json.loads((run_dir / "data" / "dataset.json").read_text())
+    assert set(used) == {"train", "validation"} and len(used["train"]["sha256"]) == 64
 
     lines = out.splitlines()
     header = next(line for line in lines if line.startswith("structured on 2 rows"))

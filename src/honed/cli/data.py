@@ -97,7 +97,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         return 0
     print(render_prepare(prepared.folder, prepared.manifest, prepared.reused))
     files = " ".join(
-        f"data.{split}={prepared.folder / info['file']}"
+        f"data.{split}={(prepared.folder / info['file']).resolve()}"
         for split, info in prepared.manifest["outputs"].items()
         if split in ("train", "validation")
     )
@@ -132,7 +132,7 @@ def render_inspect(report: dict) -> str:
     )
     dups = report["duplicates"]
     lines.append(f"duplicates: {dups.get('exact', 0)} exact, {dups.get('near', 0)} near")
-    lines += [f"  {d['row']} is a {d['kind']} duplicate of {d['of']}" for d in dups["first"]]
+    lines += [f"  {d['row']}: {d['kind']} duplicate of {d['of']}" for d in dups["first"]]
     pii = report["pii"]
     found = ", ".join(f"{k} {v}" for k, v in sorted(pii["found"].items())) or "none"
     lines.append(f"personal data and secrets: {found} (in {pii['rows']} rows)")

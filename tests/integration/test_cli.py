@@ -243,6 +243,7 @@ def test_train_end_to_end_writes_the_run_directory(demo_recipe: Path, tmp_path: 
     assert summary["data"]["train"]["examples"] == 48
     used = json.loads((run_dir / "data" / "dataset.json").read_text())
     assert set(used) == {"train", "validation"} and len(used["train"]["sha256"]) == 64
+    assert summary["dataset"] == used
 
     lines = out.splitlines()
     header = next(line for line in lines if line.startswith("structured on 2 rows"))

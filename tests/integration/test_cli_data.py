@@ -120,3 +120,33 @@ def test_inspect_viggo(shared_data: Path, tiny_model_dir: Path, capsys) -> None:
     assert code == 0, err
     assert out.startswith(f"{path}: 300 rows, format template")
     assert "malformed rows: 0" in out
+
+
+def test_a_run_on_a_prepared_dataset_records_its_hash(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:
+    rows = [{"question": f"What is {i} plus {i}?", "answer": str(2 * i)} for i in range(12)]
+    _jsonl(tmp_path / "d.jsonl", rows)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "name": "sums",
+                "model": {"base": str(tiny_model_dir)},
+                "data": {"train": "d.jsonl", "format": "template"} | _templates(),
+                "train": {"max_steps": 1, "batch_size": 2, "threads": 2},
+                "eval": {"split": "train", "max_rows": 1, "max_new_tokens": 2, "base": False},
+                "prepare": {"output_dir": str(tmp_path / "ds")},
+                "output": {"runs_dir": str(tmp_path / "runs"), "run_name": "run"},
+            }
+        )
+    )
+    assert _run(capsys, "-q", "data", "prepare", str(recipe))[0] == 0
+    folder = next((tmp_path / "ds").iterdir())
+    code, _, err = _run(capsys, "-q", "train", str(recipe), f"data.train={folder / 'train.jsonl'}")
+    assert code == 0, err
+    used = json.loads((tmp_path / "runs" / "run" / "data" / "dataset.json").read_text())
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert used["train"]["dataset"] == {"name": "sums", "content_hash": manifest["content_hash"]}
+
+
+def _templates() -> dict:
+    return {"prompt_template": "Q: {question}", "completion_template": "{answer}"}

@@ -194,6 +194,7 @@ def write_summary(run_dir: Path, recipe: Recipe, task) -> dict[str, Any]:
         "run_id": run_dir.name,
         "recipe": recipe.model_dump(mode="json"),
         "data": _read_json(run_dir / "data" / "report.json"),
+        "dataset": _read_json(run_dir / "data" / "dataset.json"),
         "train": _read_json(run_dir / "train.json"),
         "eval": {
             "task": recipe.eval.task,

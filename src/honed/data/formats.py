@@ -126,9 +126,18 @@ def to_preference(row: dict[str, Any]) -> tuple[list[dict[str, str]], str, str]:
         prompt = _prompt_messages(row.get("prompt")) if "prompt" in row else chosen_messages[:-1]
         return prompt, chosen_messages[-1]["content"], rejected_messages[-1]["content"]
     chosen, rejected = _text(row, "chosen"), _text(row, "rejected")
-    if "prompt" in row:
-        return _prompt_messages(row["prompt"]), chosen, rejected
-    return _split_transcripts(chosen, rejected)
+    if "prompt" not in row:
+        return _split_transcripts(chosen, rejected)
+    prompt = row["prompt"]
+    if (
+        isinstance(prompt, str)
+        and prompt.strip()
+        and chosen.startswith(prompt)
+        and rejected.startswith(prompt)
+    ):
+        # Whole transcripts beside their shared prompt (HH-RLHF plus a prompt field): keep the answers.
+        chosen, rejected = chosen[len(prompt) :].strip(), rejected[len(prompt) :].strip()
+    return _prompt_messages(prompt), chosen, rejected
 
 
 def row_text(row: dict[str, Any], fmt: str | None, cfg: DataConfig) -> str:
@@ -136,13 +145,15 @@ def row_text(row: dict[str, Any], fmt: str | None, cfg: DataConfig) -> str:
     length rules compare. With no format (undetected), every string field in order."""
     if fmt in ("chat", "sharegpt"):
         return "\n".join(m["content"] for m in _CONVERTERS[fmt](row, cfg) if m["role"] != "system")
+    if fmt == "preference":
+        prompt, chosen, rejected = to_preference(row)
+        return "\n".join([*(m["content"] for m in prompt if m["role"] != "system"), chosen, rejected])
     if fmt == "template":
         used = template_fields(cfg.prompt_template or "") + template_fields(cfg.completion_template or "")
         return "\n".join(str(row.get(name, "")) for name in dict.fromkeys(used))
     keys = {
         "prompt_completion": ("prompt", "completion"),
         "alpaca": ("instruction", "input", "output"),
-        "preference": ("prompt", "chosen", "rejected"),
         "text": ("text",),
     }.get(fmt or "", tuple(row))
     return "\n".join(_flatten(row.get(key)) for key in keys if row.get(key) not in (None, ""))
@@ -256,6 +267,8 @@ def _prompt_messages(prompt: Any) -> list[dict[str, str]]:
         return _checked_messages(prompt, "prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise RowError(f"field 'prompt' must be a non-empty string or message list, got {_short(prompt)}")
+    if prompt.startswith("\n\nHuman: "):
+        return _transcript_messages(prompt.removesuffix("\n\nAssistant:").removesuffix("\n\nAssistant: "))
     return [{"role": "user", "content": prompt}]
 
 
@@ -268,13 +281,18 @@ def _split_transcripts(chosen: str, rejected: str) -> tuple[list[dict[str, str]]
             "up to the last 'Assistant:' turn; expected a 'prompt' field or HH-RLHF style transcripts"
         )
     head = cut + len("\n\nAssistant: ")
-    parts = _TRANSCRIPT_TURN.split(chosen[:cut])
+    return _transcript_messages(chosen[:cut]), chosen[head:], rejected[head:]
+
+
+def _transcript_messages(transcript: str) -> list[dict[str, str]]:
+    """ "\n\nHuman: a\n\nAssistant: b\n\nHuman: c" as messages; it must end with the human's turn."""
+    parts = _TRANSCRIPT_TURN.split(transcript)
     roles = {"Human": "user", "Assistant": "assistant"}
     turns = zip(parts[1::2], parts[2::2], strict=True)
-    prompt = [{"role": roles[who], "content": text} for who, text in turns]
-    if not prompt or prompt[-1]["role"] != "user":
+    messages = [{"role": roles[who], "content": text} for who, text in turns]
+    if not messages or messages[-1]["role"] != "user":
         raise RowError("the transcript before the answer must end with a 'Human:' turn")
-    return prompt, chosen[head:], rejected[head:]
+    return messages
 
 
 def _text(row: dict[str, Any], key: str) -> str:

@@ -114,6 +114,10 @@ def test_hh_rlhf_transcripts_split_into_prompt_and_answers() -> None:
         {"role": "user", "content": "Help me?"},
     ]
     assert (chosen, rejected) == ("Sure, how?", "No.")
+    # The shipped HH-RLHF copy adds the shared transcript as `prompt`: the answers are what follows it.
+    with_prompt = {**row, "prompt": "\n\nHuman: Hi\n\nAssistant: Hey.\n\nHuman: Help me?\n\nAssistant:"}
+    assert to_preference(with_prompt) == (prompt, "Sure, how?", "No.")
+    assert row_text(with_prompt, "preference", CFG) == "Hi\nHey.\nHelp me?\nSure, how?\nNo."
     diverging = {"chosen": "\n\nHuman: A\n\nAssistant: x", "rejected": "\n\nHuman: B\n\nAssistant: y"}
     with pytest.raises(RowError, match="do not share a Human/Assistant transcript"):
         to_preference(diverging)

@@ -2,7 +2,8 @@
 
 `Deduplicator` sees a stream of (key, text) pairs, where key names the row ("train.jsonl:17"), and answers
 whether a text repeats a row seen before, with the key of that earlier row. It stores no texts: a 16-byte
-hash per row for exact matches, a 128-value MinHash signature plus the LSH band entries for near ones.
+hash per row for exact matches, a 128-value MinHash signature (datasketch) plus LSH band entries for
+near ones.
 This module knows nothing about files, formats or chat templates; the caller decides what text a row is.
 
 Texts are compared as sets of word shingles (`shingle_words` consecutive `words()`), so punctuation-only
@@ -17,7 +18,7 @@ import re
 import unicodedata
 
 import numpy as np
-from datasketch import MinHash, MinHashLSH
+from datasketch import MinHash
 
 from honed.errors import ConfigError
 
@@ -69,10 +70,10 @@ class Deduplicator:
     edit is a near duplicate only in rows of about 40 words or more; short templated rows ("What is the
     date when the away team is Barnet?" vs "... Minehead?") stay distinct, as they should.
 
-    Memory, measured over 20,000 rows with the defaults: about 5.5 KB a row, nearly all of it the LSH
-    index (14 bands of 9 values, each a bucket in `MinHashLSH`'s dict of sets, ~4.5 KB) and the 128-value
-    uint32 signature kept for verification (0.5 KB); exact matching alone takes about 0.15 KB a row.
-    Keys are kept as given. A lower threshold needs more bands: about 8.5 KB a row at 0.7.
+    Memory, measured over 20,000 WikiSQL rows with the defaults: about 2.2 KB a row (5.65 KB with
+    datasketch's `MinHashLSH` as the index): the band buckets (14 bands of 9 values, ~1.4 KB), the 128-value
+    uint32 signature kept for verification (0.5 KB) and the key and exact-match digest (~0.25 KB).
+    A lower threshold needs more bands, so more memory.
     """
 
     def __init__(
@@ -90,7 +91,7 @@ class Deduplicator:
         self.num_perm, self.seed = num_perm, seed
         # One set of permutations shared by every row's MinHash: building them costs more than hashing a row.
         self._permutations = MinHash(num_perm=num_perm, seed=seed).permutations
-        self._lsh = MinHashLSH(num_perm=num_perm, params=lsh_bands(threshold, num_perm))
+        self._lsh = _BandIndex(*lsh_bands(threshold, num_perm))
         self._keys: list[str] = []
         self._first_by_digest: dict[bytes, int] = {}
         self._signatures = np.empty((1024, num_perm), dtype=np.uint32)
@@ -151,7 +152,7 @@ class Deduplicator:
         LSH only proposes candidates; each is verified against its stored signature. The estimate is the
         one `MinHash.jaccard` computes (the fraction of equal signature values), vectorized over candidates.
         """
-        candidates = np.array(sorted(self._lsh.query(minhash)), dtype=np.int64)
+        candidates = np.array(sorted(self._lsh.query(minhash.hashvalues)), dtype=np.int64)
         if candidates.size == 0:
             return None
         similarity = (self._signatures[candidates] == minhash.hashvalues).mean(axis=1)
@@ -171,7 +172,52 @@ class Deduplicator:
             grown[: len(self._signatures)] = self._signatures
             self._signatures = grown
         self._signatures[row] = minhash.hashvalues
-        self._lsh.insert(row, minhash, check_duplication=False)
+        self._lsh.insert(minhash.hashvalues, row)
+
+
+class _BandIndex:
+    """LSH buckets: rows whose signatures agree on every value of a band are candidates of each other.
+
+    Written here rather than datasketch's `MinHashLSH` for memory: that keeps a dict of sets per band plus
+    a reverse table, about 4.5 KB a row at 14 bands; this keeps one dict from a 64-bit band key to a row
+    id (a list only when a bucket holds several rows), about 1.2 KB a row. Band keys are a seeded linear
+    mix of the band's values; a collision only adds a candidate, which is verified anyway.
+    """
+
+    def __init__(self, bands: int, rows: int) -> None:
+        self.bands, self.rows = bands, rows
+        rng = np.random.default_rng(20261127)
+        self._mix = rng.integers(1, 2**63, size=rows, dtype=np.uint64) | np.uint64(1)
+        self._salt = rng.integers(0, 2**63, size=bands, dtype=np.uint64)
+        self._buckets: dict[int, int | list[int]] = {}
+
+    def _keys(self, hashvalues: np.ndarray) -> list[int]:
+        block = hashvalues[: self.bands * self.rows].astype(np.uint64).reshape(self.bands, self.rows)
+        with np.errstate(over="ignore"):  # arithmetic modulo 2**64 is the point
+            return ((block * self._mix).sum(axis=1, dtype=np.uint64) ^ self._salt).tolist()
+
+    def query(self, hashvalues: np.ndarray) -> set[int]:
+        """Every stored row sharing at least one band with this signature."""
+        found: set[int] = set()
+        for key in self._keys(hashvalues):
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                continue
+            if isinstance(bucket, int):
+                found.add(bucket)
+            else:
+                found.update(bucket)
+        return found
+
+    def insert(self, hashvalues: np.ndarray, row: int) -> None:
+        for key in self._keys(hashvalues):
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                self._buckets[key] = row
+            elif isinstance(bucket, int):
+                self._buckets[key] = [bucket, row]
+            else:
+                bucket.append(row)
 
 
 def _check_args(exact: bool, near: bool, threshold: float, shingle_words: int, num_perm: int) -> None:

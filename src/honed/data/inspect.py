@@ -5,8 +5,9 @@ histogram under the model's tokenizer and chat template, what cleaning would cha
 near duplicates, personal data and secrets per type (where, never the values), and one example rendered
 the way training sees it with the trained tokens marked: the loss mask made visible.
 
-Memory stays flat in the file's size except for the duplicate index (a few hundred bytes per row):
-lengths are kept as counts per length, problems and examples up to a cap.
+Memory stays flat in the file's size except for the duplicate index: about 0.25 KB a row for exact
+duplicates, 2.2 KB with near duplicates (`bench/data_memory.py` measures it). Lengths are kept as counts
+per length, problems and examples up to a cap.
 """
 
 from __future__ import annotations

@@ -127,14 +127,14 @@ def _read_clean(
     spool = _Spool(split, work / f"{split}.spool.jsonl", data, None if data.format == "auto" else data.format)
     bad = BadRows(source, data.on_bad_row)
     report = SplitReport()
-    dedup = Deduplicator(**_dedup_args(cfg))
+    dedup = _deduplicator(cfg)
     with spool.path.open("w", encoding="utf-8") as out:
         for location, row in _checked_rows(source, spool, bad, report, dropped, progress):
             kept = _clean_scrub(row, spool, cfg, location, dropped)
             if kept is None:
                 continue
             text = row_text(kept, spool.format, data)
-            found = dedup.check_and_add(location, text) if (cfg.dedup.exact or cfg.dedup.near) else None
+            found = dedup.check_and_add(location, text) if dedup is not None else None
             if found is not None:
                 spool.counts[f"duplicate_{found[0]}"] += 1
                 dropped.add(split, location, f"duplicate_{found[0]}", f"of {found[1]}")
@@ -190,15 +190,18 @@ def _clean_scrub(
     return redacted
 
 
-def _dedup_args(cfg: PrepareConfig) -> dict[str, Any]:
+def _deduplicator(cfg: PrepareConfig) -> Deduplicator | None:
+    """The configured duplicate index, or None when both exact and near detection are off."""
     d = cfg.dedup
-    return {
-        "exact": d.exact,
-        "near": d.near,
-        "threshold": d.near_threshold,
-        "shingle_words": d.shingle_words,
-        "num_perm": d.num_perm,
-    }
+    if not (d.exact or d.near):
+        return None
+    return Deduplicator(
+        exact=d.exact,
+        near=d.near,
+        threshold=d.near_threshold,
+        shingle_words=d.shingle_words,
+        num_perm=d.num_perm,
+    )
 
 
 def _split_item(row: dict[str, Any], text: str, cfg: PrepareConfig) -> SplitItem:
@@ -252,7 +255,7 @@ def _held_out_index(
 ) -> _HeldOut:
     cfg = recipe.prepare
     held = _HeldOut(
-        Deduplicator(**_dedup_args(cfg)) if cfg.dedup.across_splits else None,
+        _deduplicator(cfg) if cfg.dedup.across_splits else None,
         NgramIndex(n=cfg.leakage.ngram) if cfg.leakage.check else None,
     )
     for split, location, row in _held_out_rows(spools, assignment):

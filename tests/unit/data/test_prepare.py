@@ -237,3 +237,11 @@ def test_leakage_on_chosen_fields_only(tmp_path: Path) -> None:
         )
     )
     assert _step(spread.manifest, "leakage")["flagged"] == 0
+
+
+def test_duplicates_can_be_kept(tmp_path: Path, files) -> None:
+    train, validation = files
+    recipe = _recipe(tmp_path, train, validation, "prepare.dedup.exact=false", "prepare.dedup.near=false")
+    prepared = prepare(recipe)
+    assert _step(prepared.manifest, "dedup")["train"] == {"exact": 0, "near": 0}
+    assert prepared.manifest["outputs"]["train"]["rows"] == 9  # 11 read, 2 malformed

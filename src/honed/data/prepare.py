@@ -106,10 +106,25 @@ def _prepare_in(recipe: Recipe, sources: dict[str, str], work: Path, progress: b
     held_out = _held_out_index(recipe, spools, assignment, progress)
     outputs = _write_splits(recipe, spools, assignment, held_out, work, dropped, progress)
     dropped.close()
+    if outputs["train"]["rows"] == 0:
+        counts = {
+            k: v for k, v in train.counts.items() if v and k not in ("kept", "cleaned", "rows_with_pii")
+        }
+        counts |= +held_out.counts
+        raise DataError(
+            f"{sources['train']}: no training rows left after preparation ({_counted(counts)}); see the "
+            "prepare settings (clean.min_chars/max_chars, pii.action, dedup, leakage.action)"
+        )
     content_hash = _content_hash(work, outputs)
     manifest = _manifest(recipe, sources, spools, held_out, outputs, content_hash, started)
     (work / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return _publish(work, Path(cfg.output_dir) / f"{recipe.name}-{content_hash[:12]}", content_hash, manifest)
+
+
+def _counted(counts: dict[str, int]) -> str:
+    labels = {"pii": "dropped for personal data"}
+    parts = [f"{n} {labels.get(reason, reason.replace('_', ' '))}" for reason, n in counts.items()]
+    return ", ".join(parts) or "no rows read"
 
 
 def _sources(recipe: Recipe) -> dict[str, str]:

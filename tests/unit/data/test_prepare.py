@@ -245,3 +245,13 @@ def test_duplicates_can_be_kept(tmp_path: Path, files) -> None:
     prepared = prepare(recipe)
     assert _step(prepared.manifest, "dedup")["train"] == {"exact": 0, "near": 0}
     assert prepared.manifest["outputs"]["train"]["rows"] == 9  # 11 read, 2 malformed
+
+
+def test_nothing_left_is_an_error_that_counts_why(tmp_path: Path) -> None:
+    train = _jsonl(tmp_path / "t.jsonl", [_pc("write to a@b.com", "x"), _pc("ok", "y")])
+    recipe = _recipe(tmp_path, train, None, "prepare.pii.action=drop", "prepare.clean.min_chars=10")
+    with pytest.raises(
+        DataError,
+        match=r"no training rows left after preparation \(2 read, 1 dropped for personal data, 1 too short\)",
+    ):
+        prepare(recipe)

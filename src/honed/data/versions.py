@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from honed.data.sources import is_hub_id
+
 MANIFEST = "manifest.json"
 BLOCK = 1 << 20
 
@@ -59,7 +61,8 @@ def data_identity(sources: dict[str, str]) -> dict[str, Any]:
         manifest = prepared_manifest(source)
         identity[split] = {
             "source": source,
-            "sha256": source_fingerprint(source),
+            # A hub dataset cannot be hashed without downloading it: its id is its only identity here.
+            "sha256": None if is_hub_id(source) else source_fingerprint(source),
             "dataset": None
             if manifest is None
             else {"name": manifest.get("name"), "content_hash": manifest["content_hash"]},

@@ -20,8 +20,9 @@ class ModelConfig(_Strict):
 
     base: str = Field(
         "smollm2-135m-instruct",
-        description="A registry name (smollm2-135m-instruct, the embedded default), a local Hugging Face "
-        "folder, a .gguf file, or a hub id such as HuggingFaceTB/SmolLM2-360M-Instruct.",
+        description="A registry name (smollm2-135m-instruct, the embedded default; or a known model such "
+        "as qwen2.5-0.5b-instruct, fetched by its hub id), a local Hugging Face folder, a .gguf file, or a "
+        "hub id such as HuggingFaceTB/SmolLM2-360M-Instruct.",
     )
     trust_remote_code: bool = Field(
         False, description="Run Python code shipped with a hub model. Off by default."

@@ -1,6 +1,7 @@
 """Resolve `model.base` to a local folder of safetensors weights and load model + tokenizer from it.
 
-`model.base` may be a registry name (the embedded SmolLM2-135M-Instruct), a local Hugging Face folder,
+`model.base` may be a registry name (the embedded SmolLM2-135M-Instruct, or a known model in
+models/registry.py, fetched by its hub id), a local Hugging Face folder,
 a `.gguf` file, or a hub id. GGUF files are de-quantized once by transformers and cached as plain float
 safetensors (without the GGUF `quantization_config`, which would make the model untrainable), so later
 loads take seconds. Weights are only ever read from safetensors, never from pickle files.
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from honed._utils.paths import cache_dir
 from honed.errors import ModelError
+from honed.models.registry import lookup
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,9 @@ def resolve_base(base: str, revision: str | None = None) -> ResolvedModel:
     """Turn `model.base` into a folder of safetensors weights, converting or downloading once."""
     if base == EMBEDDED:
         return ResolvedModel(base, _embedded_folder())
+    known = lookup(base)
+    if known is not None and not Path(base).expanduser().exists():
+        return ResolvedModel(base, _download(known.hub_id, revision))  # a registry name: its hub id
     path = Path(base).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():

@@ -37,6 +37,17 @@ def test_hub_id_offline_fails_with_a_clear_message(monkeypatch, tmp_path):
         resolve_base("nobody-xyz/not-a-model")
 
 
+def test_registry_name_is_fetched_by_its_hub_id(monkeypatch, tmp_path):
+    import honed.models.load as load
+
+    fetched = []
+    monkeypatch.setattr(
+        load, "_download", lambda repo, revision: fetched.append((repo, revision)) or tmp_path
+    )
+    assert resolve_base("qwen2.5-0.5b-instruct", "main").folder == tmp_path
+    assert fetched == [("Qwen/Qwen2.5-0.5B-Instruct", "main")]
+
+
 def test_pickle_weights_are_refused(tiny_model_dir, tmp_path):
     folder = tmp_path / "pickled"
     folder.mkdir()

@@ -150,3 +150,15 @@ def test_a_run_on_a_prepared_dataset_records_its_hash(tmp_path: Path, tiny_model
 
 def _templates() -> dict:
     return {"prompt_template": "Q: {question}", "completion_template": "{answer}"}
+
+
+def test_models_lists_the_registry(capsys) -> None:
+    code, out, _ = _run(capsys, "models")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["name", "params", "context", "license", "commercial", "template", "here"]
+    assert lines[1].split()[:3] == ["smollm2-135m-instruct", "134M", "8192"] and lines[1].endswith("embedded")
+    qwen3b = next(line for line in lines if line.startswith("qwen2.5-3b-instruct"))
+    assert "Qwen Research License       no" in qwen3b
+    code, out, _ = _run(capsys, "models", "--json")
+    assert len(json.loads(out)) == len(lines) - 1

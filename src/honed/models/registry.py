@@ -4,7 +4,8 @@ Each entry gives the hub id, parameter count, context length, license and whethe
 use, the chat-template family, and the architecture numbers that memory and time estimates are computed
 from. The numbers are those of each model's `config.json` on the hub; `param_count` recomputes the
 parameter count from them, and a test checks it against the published count, so a wrong number cannot
-slip in unnoticed. Local folders are described by the same `Architecture`, read from their config.
+slip in unnoticed. Local folders and GGUF files are described by the same `Architecture`, read from
+their config.json or GGUF metadata.
 
 This module knows nothing about loading weights (models/load.py does that).
 """
@@ -12,6 +13,7 @@ This module knows nothing about loading weights (models/load.py does that).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from honed.errors import ModelError
@@ -92,6 +94,44 @@ def architecture_from_config(config: dict[str, Any], where: str = "config.json")
             f"{where}: not a decoder config honed can estimate ({exc}); expected num_hidden_layers, "
             "hidden_size, intermediate_size, num_attention_heads and vocab_size"
         ) from None
+
+
+def architecture_from_gguf(path: str | Path) -> tuple[Architecture, int | None]:
+    """The architecture numbers and context length in a GGUF file's metadata (no tensor is read)."""
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(path)
+    except Exception as exc:  # gguf raises ValueError, OSError or struct errors on a bad file
+        raise ModelError(f"{path}: not a readable GGUF file ({exc})") from None
+    fields = reader.fields
+
+    def value(key: str):
+        field = fields.get(key)
+        if field is None or not field.data:
+            return None
+        part = field.parts[field.data[0]]
+        return bytes(part).decode() if field.types[0].name == "STRING" else part.tolist()[0]
+
+    arch = value("general.architecture")
+    try:
+        numbers = Architecture(
+            layers=value(f"{arch}.block_count"),
+            hidden=value(f"{arch}.embedding_length"),
+            intermediate=value(f"{arch}.feed_forward_length"),
+            heads=value(f"{arch}.attention.head_count"),
+            kv_heads=value(f"{arch}.attention.head_count_kv") or value(f"{arch}.attention.head_count"),
+            vocab=value(f"{arch}.vocab_size") or len(fields["tokenizer.ggml.tokens"].data),
+            head_dim=value(f"{arch}.attention.key_length"),
+            tied_embeddings=not any(tensor.name == "output.weight" for tensor in reader.tensors),
+            qkv_bias=arch == "qwen2",
+            qk_norm=arch in ("qwen3", "gemma3"),
+        )
+    except (KeyError, TypeError) as exc:
+        raise ModelError(f"{path}: GGUF metadata lacks the {arch!r} architecture numbers ({exc})") from None
+    if None in (numbers.layers, numbers.hidden, numbers.intermediate, numbers.heads):
+        raise ModelError(f"{path}: GGUF metadata lacks the {arch!r} architecture numbers")
+    return numbers, value(f"{arch}.context_length")
 
 
 def _model(name, hub_id, params, context, license_, commercial, template, arch, notes=""):

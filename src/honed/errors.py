@@ -31,3 +31,7 @@ class TrainingInterrupted(HonedError):
 
 class ExportError(HonedError):
     """An export failed or its parity check did not hold."""
+
+
+class ResourceError(HonedError):
+    """The run needs more memory than the device has; the message names the cheapest change that fits."""

@@ -18,6 +18,11 @@ def add_parser(sub) -> None:
     parser.add_argument("recipe", nargs="?", help="Recipe YAML file.")
     add_overrides(parser)
     parser.add_argument("--resume", metavar="RUN", help="Continue an interrupted run directory.")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="Train even if the predicted peak memory exceeds what the device has (see honed estimate).",
+    )
     add_task_files(parser)
     parser.set_defaults(run=run)
 
@@ -39,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
             load_recipe(args.recipe, args.overrides, task_files=args.task_files),
             progress=show_progress(args),
             task_files=args.task_files,
+            force=args.force,
         )
     from honed.cli.evaluate import print_scores
 

@@ -15,8 +15,9 @@ import torch
 from honed.config.schema import LoraConfig
 
 
-def apply_lora(model, cfg: LoraConfig, seed: int):
-    """Wrap `model` in a PeftModel with only the LoRA weights trainable."""
+def apply_lora(model, cfg: LoraConfig, seed: int, fuse_dropout: bool = True):
+    """Wrap `model` in a PeftModel with only the LoRA weights trainable (`fuse_dropout`: see
+    `fuse_lora_dropout`; off only to measure the unfused path)."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
@@ -29,7 +30,8 @@ def apply_lora(model, cfg: LoraConfig, seed: int):
         target_modules=cfg.target_modules,
     )
     model = get_peft_model(model, peft_cfg)
-    fuse_lora_dropout(model)
+    if fuse_dropout:
+        fuse_lora_dropout(model)
     return model
 
 

@@ -151,7 +151,7 @@ def train_loop(
         for step in range(start, steps):
             epoch, index = divmod(step, per_epoch)
             chosen = epoch_steps(lengths, step_size, cfg.seed, epoch, grouped)[index]
-            loss, tokens = _optimizer_step(
+            loss, tokens = optimizer_step(
                 model, optimizer, params, [train[i] for i in chosen], step, steps, cfg, loss_fn, collate
             )
             state["train_loss"], state["tokens"] = loss, state["tokens"] + tokens
@@ -188,7 +188,7 @@ def _resume(ckpt_dir: Path, model, optimizer) -> int:
     return step
 
 
-def _optimizer_step(
+def optimizer_step(
     model, optimizer, params, examples, step, steps, cfg, loss_fn, collate
 ) -> tuple[float, int]:
     """One optimizer step over `examples` split into micro-batches; returns (mean loss, real tokens)."""

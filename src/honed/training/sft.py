@@ -32,6 +32,7 @@ from honed.evaluation.evaluate import (
 from honed.evaluation.report import write_report
 from honed.models.load import load_model, load_tokenizer, resolve_base, resolve_device, resolve_dtype
 from honed.models.lora import apply_lora, count_parameters
+from honed.training.fit import check_fit
 from honed.training.loop import LoopResult, train_loop
 from honed.training.run_dir import create_run_dir, load_run_recipe
 from honed.training.speed import accelerated, batching, resolve
@@ -44,10 +45,13 @@ def finetune(
     resume: str | Path | None = None,
     progress: bool = True,
     task_files: Sequence[str | Path] = (),
+    force: bool = False,
 ) -> Path:
     """Run a recipe (or continue the run in `resume`) end to end; return the run directory.
 
     `task_files` are local Python files defining custom evaluation tasks (see `evaluation.registry`).
+    Before loading the model the run's peak memory is predicted; a run that will not fit the device is
+    refused (ResourceError) unless `force`.
     """
     if resume is not None:
         run_dir = Path(resume)
@@ -62,6 +66,9 @@ def finetune(
     folder = resolve_base(recipe.model.base, recipe.model.revision).folder
     tokenizer = load_tokenizer(folder, recipe.model.trust_remote_code)
     train, validation = _data(recipe, tokenizer, run_dir)
+    if resume is None:
+        fitted = check_fit(recipe, folder, train, device, force)
+        (run_dir / "estimate.json").write_text(json.dumps(fitted.as_dict(), indent=2))
     model = load_model(
         folder, resolve_dtype(recipe.model.dtype, device), device, recipe.model.trust_remote_code
     )
@@ -93,7 +100,7 @@ def train_model(
     """Attach the adapter (or unfreeze the weights) and run the shared loop with the recipe's speed
     options; return the trained model and the loop's result. The part of `finetune` that bench/ times."""
     device = next(model.parameters()).device
-    model = _prepare(model, recipe)
+    model = prepare_model(model, recipe)
     cfg = resolve(recipe.train, device)
     batcher, loss_fn = batching(cfg, tokenizer.pad_token_id, device)
     with accelerated(model, cfg, device):
@@ -142,7 +149,7 @@ def _data_sources(recipe: Recipe) -> dict:
     return data_identity(sources)
 
 
-def _prepare(model, recipe: Recipe):
+def prepare_model(model, recipe: Recipe):
     """LoRA: wrap in a PEFT adapter; full: every weight trainable."""
     if recipe.adapter == "lora":
         return apply_lora(model, recipe.lora, recipe.train.seed)

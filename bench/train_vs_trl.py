@@ -134,28 +134,9 @@ def describe(tool: str, r: dict) -> str:
 
 def matmul_peak_gflops(device: str) -> float:
     """Best fp32 (bf16 on CUDA) matmul throughput over a few shapes, this model's among them."""
-    import torch
+    from honed.training.calibrate import matmul_peak_flops
 
-    dtype = torch.float32 if device == "cpu" else torch.bfloat16
-    best = 0.0
-    for n, k, m in [(2048, 2048, 2048), (2048, 576, 1536), (2048, 1536, 576), (1024, 1024, 1024)]:
-        a, b = torch.randn(n, k, dtype=dtype, device=device), torch.randn(k, m, dtype=dtype, device=device)
-        a @ b
-        reps = 8 if device == "cpu" else 200
-        _sync(device)
-        start = time.perf_counter()
-        for _ in range(reps):
-            a @ b
-        _sync(device)
-        best = max(best, 2 * n * k * m * reps / (time.perf_counter() - start) / 1e9)
-    return best
-
-
-def _sync(device: str) -> None:
-    import torch
-
-    if device != "cpu":
-        torch.cuda.synchronize()
+    return matmul_peak_flops(device) / 1e9
 
 
 # ----------------------------------------------------------------------------------------------- workers

@@ -91,10 +91,11 @@ def _measured(result) -> list[str]:
     per_token = measured["activation_bytes_per_token"] / 1024
     return [
         f"measured over {measured['steps']} real steps:",
-        f"  peak memory {measured['peak_memory_bytes'] / GIB:.2f} GiB (predicted {result.memory.total / GIB:.2f})",
+        f"  peak memory {measured['peak_memory_bytes'] / GIB:.2f} GiB "
+        f"(predicted {result.memory.total / GIB:.2f})",
         f"  activations {per_token:.1f} KiB per token (predicted "
         f"{result.activation_bytes_per_token / 1024:.1f}; with checkpointing the prediction adds the layer "
         "being recomputed)",
-        f"  step time {steps} s (predicted {measured['uncalibrated_step_s']:.2f} s before measuring; the first "
-        "step pays one-off costs)",
+        f"  step time {steps} s (predicted {measured['uncalibrated_step_s']:.2f} s before measuring; "
+        "the first step pays one-off costs)",
     ]

@@ -61,8 +61,6 @@ def estimate_recipe(
     """Predict `recipe`'s peak memory and time on this machine; with `calibrate_steps`, also load the
     model and measure that many real steps. Returns the estimate and, when it does not fit, the cheapest
     overrides that would (None if it fits or nothing does)."""
-    import torch
-
     from honed.data.cache import cached_examples
     from honed.models.load import load_tokenizer, resolve_base, resolve_device
     from honed.training.calibrate import available_bytes, matmul_peak_flops
@@ -84,7 +82,6 @@ def estimate_recipe(
         measured["uncalibrated_step_s"] = result.step_s
         result.calibrated = measured
         result.throughput_flops = measured["throughput_flops"]
-        torch.set_grad_enabled(True)
     change = None
     if not result.fits:
         found = cheapest_fit(arch, config, recipe, examples, device.type, result.throughput_flops, free)

@@ -249,6 +249,15 @@ class LoraConfig(_Strict):
     target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear", description="Module names to adapt (e.g. [q_proj, v_proj]) or all-linear."
     )
+    use_dora: bool = Field(
+        False,
+        description="DoRA: learn each adapted weight's magnitude apart from its direction (PEFT); more "
+        "compute and memory per step, often better at low rank.",
+    )
+    use_rslora: bool = Field(
+        False,
+        description="rsLoRA: scale the update by alpha / sqrt(r) instead of alpha / r (steadier at high r).",
+    )
 
 
 class TrainConfig(_Strict):

@@ -28,9 +28,11 @@ def apply_lora(model, cfg: LoraConfig, seed: int, fuse_dropout: bool = True):
         lora_dropout=cfg.dropout,
         task_type="CAUSAL_LM",
         target_modules=cfg.target_modules,
+        use_dora=cfg.use_dora,
+        use_rslora=cfg.use_rslora,
     )
     model = get_peft_model(model, peft_cfg)
-    if fuse_dropout:
+    if fuse_dropout and not cfg.use_dora:  # DoRA reuses the dropped input beside lora_A: keep PEFT's path
         fuse_lora_dropout(model)
     return model
 

@@ -156,6 +156,7 @@ def step_shape(recipe: Recipe, device: str, labelled_fraction: float) -> StepSha
         lora_r=recipe.lora.r,
         lora_dropout=recipe.lora.dropout,
         lora_targets=targets if isinstance(targets, str) else tuple(targets),
+        use_dora=recipe.lora.use_dora,
         packing=_packing(recipe, device),
         gradient_checkpointing=recipe.train.gradient_checkpointing,
         dtype=dtype_name(recipe, device),
@@ -279,9 +280,11 @@ def target_shapes(arch: Architecture, targets: str | list[str]) -> list[tuple[in
 
 
 def lora_params(arch: Architecture, recipe: Recipe) -> int:
-    """Trainable LoRA parameters: r x (in + out) per adapted module per layer."""
+    """Trainable LoRA parameters: r x (in + out) per adapted module per layer (DoRA: plus a magnitude
+    per output feature)."""
     shapes = target_shapes(arch, recipe.lora.target_modules)
-    return arch.layers * sum(recipe.lora.r * (n_in + n_out) for n_in, n_out in shapes)
+    magnitude = sum(n_out for _, n_out in shapes) if recipe.lora.use_dora else 0
+    return arch.layers * (sum(recipe.lora.r * (n_in + n_out) for n_in, n_out in shapes) + magnitude)
 
 
 def step_flops(arch: Architecture, recipe: Recipe, workload: Workload, shape: StepShape) -> float:

@@ -47,6 +47,7 @@ class StepShape:
     lora_r: int = 16
     lora_dropout: float = 0.05
     lora_targets: tuple[str, ...] | str = "all-linear"
+    use_dora: bool = False  # approximate: DoRA's per-step weight-norm tensors do not scale with tokens
     packing: bool = True
     gradient_checkpointing: bool = False
     dtype: str = "float32"
@@ -155,7 +156,9 @@ def _trainable(model, shape: StepShape):
     from honed.models.lora import apply_lora
 
     targets = shape.lora_targets if isinstance(shape.lora_targets, str) else list(shape.lora_targets)
-    lora = LoraConfig(r=shape.lora_r, dropout=shape.lora_dropout, target_modules=targets)
+    lora = LoraConfig(
+        r=shape.lora_r, dropout=shape.lora_dropout, target_modules=targets, use_dora=shape.use_dora
+    )
     model = apply_lora(model, lora, seed=0, fuse_dropout=shape.fused_dropout)
     return model
 

@@ -41,8 +41,10 @@ def test_train_refuses_a_run_that_does_not_fit_and_force_overrides(
     assert main(["-q", "train", str(recipe_file)]) == 2
     err = capsys.readouterr().err
     assert "error: this run needs about" in err and "--force" in err
+    runs = recipe_file.parent / "runs"
+    assert not runs.exists() or not any(runs.iterdir())  # the refused run left nothing behind
     assert main(["-q", "train", str(recipe_file), "--force"]) == 0
-    run = next((recipe_file.parent / "runs").iterdir())
+    (run,) = runs.iterdir()
     assert json.loads((run / "estimate.json").read_text())["fits"] is False
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from honed.config.schema import Recipe
 from honed.data.cache import cached_examples
 from honed.data.tokenize import Encoded, render_masked
 from honed.data.versions import data_identity
+from honed.errors import ResourceError
 from honed.evaluation.evaluate import (
     BASE,
     FEW_SHOT,
@@ -67,7 +69,11 @@ def finetune(
     tokenizer = load_tokenizer(folder, recipe.model.trust_remote_code)
     train, validation = _data(recipe, tokenizer, run_dir)
     if resume is None:
-        fitted = check_fit(recipe, folder, train, device, force)
+        try:
+            fitted = check_fit(recipe, folder, train, device, force)
+        except ResourceError:
+            shutil.rmtree(run_dir, ignore_errors=True)  # a refused run leaves nothing behind
+            raise
         (run_dir / "estimate.json").write_text(json.dumps(fitted.as_dict(), indent=2))
     model = load_model(
         folder, resolve_dtype(recipe.model.dtype, device), device, recipe.model.trust_remote_code

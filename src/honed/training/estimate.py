@@ -173,9 +173,12 @@ def dtype_name(recipe: Recipe, device: str) -> str:
 
 
 def _packing(recipe: Recipe, device: str) -> bool:
-    if recipe.train.packing != "auto":
-        return bool(recipe.train.packing)
-    return device == "cpu"  # on CUDA only with flash-attn installed (training/speed.py)
+    """Whether `recipe` trains on packed rows on `device`: the loop's own rule (training/speed.py)."""
+    import torch
+
+    from honed.training.speed import uses_packing
+
+    return uses_packing(recipe.train, torch.device(device))
 
 
 def estimate(

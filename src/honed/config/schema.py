@@ -241,7 +241,7 @@ class PrepareConfig(_Strict):
 
 
 class LoraConfig(_Strict):
-    """LoRA adapter settings (PEFT), used when `adapter: lora`."""
+    """LoRA adapter settings (PEFT), used when `adapter: lora` or `qlora`."""
 
     r: int = Field(16, gt=0, description="Rank of the low-rank update.")
     alpha: float = Field(32.0, gt=0, description="Scaling numerator: the update is scaled by alpha / r.")
@@ -258,6 +258,91 @@ class LoraConfig(_Strict):
         False,
         description="rsLoRA: scale the update by alpha / sqrt(r) instead of alpha / r (steadier at high r).",
     )
+
+
+class CptConfig(_Strict):
+    """Continued pre-training on raw text (`method: cpt`): documents joined into fixed-length blocks."""
+
+    text_field: str = Field("text", description="The row field holding a document's text.")
+    replay: str | None = Field(
+        None,
+        description="General text mixed into training to limit forgetting: a .jsonl/.csv/.parquet file or "
+        "a folder of .txt/.md/.html files (relative paths against the recipe's folder).",
+    )
+    replay_text_field: str = Field("text", description="The replay rows' text field.")
+    replay_fraction: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Share of training blocks drawn from `replay` (0.1: one block in ten is general text).",
+    )
+
+    @model_validator(mode="after")
+    def _replay_needs_source(self) -> CptConfig:
+        if self.replay_fraction > 0 and not self.replay:
+            raise ValueError("cpt.replay_fraction is above 0 but cpt.replay names no general-text source")
+        return self
+
+
+class DpoConfig(_Strict):
+    """Preference tuning (`method: dpo`) on `chosen`/`rejected` pairs."""
+
+    loss: Literal["sigmoid", "ipo", "simpo", "orpo"] = Field(
+        "sigmoid",
+        description="sigmoid: DPO; ipo: IPO's squared loss; simpo: SimPO (reference-free, length-normalised, "
+        "with margin gamma); orpo: ORPO (reference-free: SFT on chosen plus an odds-ratio term).",
+    )
+    beta: float = Field(
+        0.1, gt=0, description="Strength of the preference term (DPO/IPO/SimPO beta; ORPO's lambda)."
+    )
+    simpo_gamma: float = Field(0.5, ge=0, description="SimPO's target reward margin.")
+    max_prompt_len: int = Field(
+        256, gt=0, description="Keep at most this many prompt tokens (the most recent ones)."
+    )
+
+
+class DistillConfig(_Strict):
+    """Distillation from a larger teacher (`method: distill`)."""
+
+    teacher: str = Field(
+        ..., description="The teacher model: a registry name, local folder, .gguf file or hub id."
+    )
+    mode: Literal["sequence", "logit"] = Field(
+        "sequence",
+        description="sequence: the teacher writes answers for the training prompts, then SFT on them; logit: "
+        "match the teacher's top-k next-token distribution on the training answers (same tokenizer).",
+    )
+    top_k: int = Field(20, gt=0, description="logit mode: teacher tokens kept per position.")
+    temperature: float = Field(1.0, gt=0, description="logit mode: softening of both distributions.")
+    kl_weight: float = Field(
+        1.0, ge=0, le=1, description="logit mode: weight of the KL term; the rest goes to the reference CE."
+    )
+    max_new_tokens: int = Field(128, gt=0, description="sequence mode: the teacher's answer budget.")
+    min_score: float | None = Field(
+        None,
+        description="sequence mode: keep a teacher answer only if the eval task's primary metric against "
+        "the row's reference is at least this (null: keep all).",
+    )
+
+
+class TuneConfig(_Strict):
+    """`honed tune-hp`: the hyperparameter search space and budget (Optuna)."""
+
+    space: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Recipe key -> range: {low, high, log} (float or int) or {choices: [...]}, e.g. "
+        "{train.lr: {low: 1e-5, high: 1e-3, log: true}, lora.r: {choices: [8, 16, 32]}}.",
+    )
+    trials: int | None = Field(
+        8, gt=0, description="Stop after this many trials (null: only the time limit)."
+    )
+    timeout_min: float | None = Field(None, gt=0, description="Stop starting trials after this many minutes.")
+    objective: Literal["val_loss", "task"] = Field(
+        "val_loss",
+        description="Minimise validation loss, or optimise the eval task's primary metric after training.",
+    )
+    prune: bool = Field(True, description="Stop trials whose validation loss trails the median (Optuna).")
+    seed: int = Field(0, description="Seed of the sampler.")
 
 
 class TrainConfig(_Strict):
@@ -369,9 +454,15 @@ class Recipe(_Strict):
     """A complete, validated description of one fine-tuning run."""
 
     name: str = Field("run", description="A short name for the run, used in the run directory name.")
-    method: Literal["sft"] = Field("sft", description="Training method. sft: supervised fine-tuning.")
-    adapter: Literal["lora", "full"] = Field(
-        "lora", description="lora: train a PEFT LoRA adapter; full: train every weight."
+    method: Literal["sft", "cpt", "dpo", "distill"] = Field(
+        "sft",
+        description="Training method. sft: supervised fine-tuning on answers; cpt: continued pre-training "
+        "on raw text; dpo: preference tuning on chosen/rejected pairs; distill: learn from a teacher model.",
+    )
+    adapter: Literal["lora", "qlora", "full"] = Field(
+        "lora",
+        description="lora: train a PEFT LoRA adapter; qlora: LoRA on a 4-bit (NF4) frozen base; full: train "
+        "every weight.",
     )
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig
@@ -380,6 +471,16 @@ class Recipe(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
+    cpt: CptConfig = Field(default_factory=CptConfig)
+    dpo: DpoConfig = Field(default_factory=DpoConfig)
+    distill: DistillConfig | None = Field(None, description="Teacher and mode; required by method distill.")
+    tune: TuneConfig = Field(default_factory=TuneConfig)
+
+    @model_validator(mode="after")
+    def _distill_has_teacher(self) -> Recipe:
+        if self.method == "distill" and self.distill is None:
+            raise ValueError("method 'distill' needs a distill section with at least distill.teacher")
+        return self
 
     @model_validator(mode="after")
     def _one_validation_source(self) -> Recipe:

@@ -27,6 +27,11 @@ class Encoded:
     def num_labels(self) -> int:
         return sum(label != IGNORE for label in self.labels)
 
+    @property
+    def num_tokens(self) -> int:
+        """Tokens the example puts through the model (what batching groups and packing lays out by)."""
+        return len(self.input_ids)
+
 
 def render_prompt(tokenizer, messages: list[dict[str, str]]) -> str:
     """The text a model should continue to answer `messages` (chat template + generation prompt)."""

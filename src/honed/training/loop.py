@@ -4,6 +4,11 @@ It owns the optimizer, the learning-rate schedule, gradient accumulation and cli
 metrics.jsonl, progress, atomic checkpoints, exact resume, signal handling and the non-finite-loss stop.
 It does not know how a batch is built or what the loss is: the caller passes `loss_fn` (returning a loss
 sum and its token count) and `collate`, which is what lets sft, cpt, dpo and distill share it.
+
+The loop's contract with a method: examples have `num_tokens` (for length grouping); a collated batch
+has `labels` (its labelled positions are the loss's units) or, when the loss is not per token (DPO's is
+per pair), an integer `loss_units`; the step's loss is the sum over micro-batches divided by the units
+of the whole step, so gradient accumulation stays exact for every method.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ log = logging.getLogger(__name__)
 
 LossFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, int]]
 Collate = Callable[[list[Encoded]], dict]
+# Called after each validation with (step, val_loss); `honed tune-hp` prunes trials through it.
+OnValidation = Callable[[int, float], None]
 
 
 @dataclass
@@ -132,6 +139,7 @@ def train_loop(
     collate: Collate,
     resume: bool = False,
     progress: bool = True,
+    on_validation: OnValidation | None = None,
 ) -> LoopResult:
     """Train `model` in place; write metrics.jsonl and checkpoints/ under `run_dir`."""
     params = list(trainable_parameters(model).values())
@@ -140,7 +148,7 @@ def train_loop(
     ckpt_dir = run_dir / "checkpoints"
     start = _resume(ckpt_dir, model, optimizer) if resume else 0
     metrics = MetricsLog(run_dir / "metrics.jsonl", start)
-    lengths = [len(e.input_ids) for e in train]
+    lengths = [e.num_tokens for e in train]
     step_size = cfg.batch_size * cfg.grad_accum_steps
     per_epoch = steps_per_epoch(len(train), step_size)
     grouped = cfg.group_by_length is True  # `auto` is decided by speed.resolve; unresolved it counts as off
@@ -160,6 +168,8 @@ def train_loop(
                 state["val_loss"] = row["val_loss"] = evaluate_loss(
                     model, validation[: cfg.max_eval_loss_rows], loss_fn, collate, cfg.batch_size
                 )
+                if on_validation is not None:
+                    on_validation(step + 1, row["val_loss"])
             if (step + 1) % cfg.log_every_steps == 0 or "val_loss" in row or step + 1 == steps:
                 metrics.write(row)
             bar.update(1)
@@ -198,7 +208,7 @@ def optimizer_step(
     batches = [
         collate([examples[i] for i in mb]) for mb in micro_batches(list(range(len(examples))), cfg.batch_size)
     ]
-    label_count = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
+    label_count = sum(loss_units(b) for b in batches)
     total = 0.0
     for batch in batches:
         loss_sum, _ = loss_fn(model, batch)
@@ -215,6 +225,13 @@ def optimizer_step(
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss, sum(batch_tokens(b) for b in batches)
+
+
+def loss_units(batch: dict) -> int:
+    """What a batch's loss sum is a sum over: `loss_units` when the method says, else labelled tokens."""
+    if "loss_units" in batch:
+        return int(batch["loss_units"])
+    return int((batch["labels"][:, 1:] != -100).sum())
 
 
 def _log_row(step: int, loss: float, optimizer, state: dict) -> dict:

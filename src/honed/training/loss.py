@@ -126,17 +126,21 @@ def linear_cross_entropy(
 def labelled_token_nll(
     model, batch: dict[str, torch.Tensor], chunk: int = DEFAULT_LOSS_CHUNK
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Next-token negative log-likelihood of every labelled position, and the batch row it belongs to.
+    """Next-token negative log-likelihood of every labelled position, and the sequence it belongs to.
 
     Shapes: input_ids/labels (batch, seq) -> two (n_labels,) tensors. Works on padded batches (`collate`)
-    and packed rows (`packing.collate_packed`).
+    and packed rows (`packing.collate_packed`). The owner is the batch row, or, when the batch carries
+    `segment_ids` (batch, seq) (a packed row made with `segments=True`), the packed example's index.
     """
     lm = causal_lm(model)
     extra = {key: batch[key] for key in _DECODER_KEYS if key in batch}
     hidden = lm.get_decoder()(input_ids=batch["input_ids"], use_cache=False, **extra).last_hidden_state
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE
-    rows = torch.arange(targets.shape[0], device=targets.device)[:, None].expand_as(targets)[keep]
+    if "segment_ids" in batch:
+        rows = batch["segment_ids"][:, 1:][keep]
+    else:
+        rows = torch.arange(targets.shape[0], device=targets.device)[:, None].expand_as(targets)[keep]
     nll = linear_cross_entropy(hidden[:, :-1][keep], lm.get_output_embeddings(), targets[keep], chunk)
     return nll, rows
 
@@ -149,10 +153,26 @@ def completion_loss(
     return nll.sum(), int(nll.numel())
 
 
+def sequence_nll_sums(
+    model, batch: dict[str, torch.Tensor], chunk: int = DEFAULT_LOSS_CHUNK
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sequence (batch row, or packed segment): summed NLL of its labelled tokens (with gradients)
+    and their count. Shapes: (sequences,) each."""
+    nll, rows = labelled_token_nll(model, batch, chunk)
+    size = sequence_count(batch)
+    sums = torch.zeros(size, dtype=nll.dtype, device=nll.device).index_add(0, rows, nll)
+    counts = torch.zeros(size, dtype=torch.long, device=nll.device).index_add_(0, rows, torch.ones_like(rows))
+    return sums, counts
+
+
+def sequence_count(batch: dict[str, torch.Tensor]) -> int:
+    """Sequences in a batch: packed segments when it carries `segment_ids`, else rows."""
+    if "segment_ids" in batch:
+        return int(batch["cu_seq_lens_q"].numel()) - 1
+    return int(batch["input_ids"].shape[0])
+
+
 def row_nll(model, batch: dict[str, torch.Tensor]) -> tuple[list[float], list[int]]:
     """Per batch row: summed NLL of its labelled tokens and their count (for log-likelihood scoring)."""
-    nll, rows = labelled_token_nll(model, batch)
-    size = batch["input_ids"].shape[0]
-    sums = torch.zeros(size, device=nll.device).index_add_(0, rows, nll.detach())
-    counts = torch.zeros(size, dtype=torch.long, device=nll.device).index_add_(0, rows, torch.ones_like(rows))
-    return sums.tolist(), counts.tolist()
+    sums, counts = sequence_nll_sums(model, batch)
+    return sums.detach().tolist(), counts.tolist()

@@ -25,11 +25,15 @@ from honed.data.tokenize import IGNORE, Encoded
 PACKED_ATTENTION = "honed_packed"
 
 
-def collate_packed(examples: list[Encoded], device: torch.device) -> dict[str, torch.Tensor]:
+def collate_packed(
+    examples: list[Encoded], device: torch.device, segments: bool = False
+) -> dict[str, torch.Tensor]:
     """One (1, total_tokens) row: ids, labels, restarting position ids and the example boundaries.
 
     The first token of each example gets no label: in the padded layout it is never a target (nothing
     precedes it), and in the packed row it must not become the target of the previous example's last token.
+    With `segments`, the row also carries `segment_ids` (each token's example index), for losses that
+    need per-example sums (DPO).
     """
     ids: list[int] = []
     labels: list[int] = []
@@ -44,7 +48,12 @@ def collate_packed(examples: list[Encoded], device: torch.device) -> dict[str, t
         bounds.append(bounds[-1] + n)
     cu = torch.tensor(bounds, dtype=torch.int32, device=device)
     longest = max(len(e.input_ids) for e in examples)
+    extra = {}
+    if segments:
+        owner = [index for index, example in enumerate(examples) for _ in example.input_ids]
+        extra["segment_ids"] = torch.tensor([owner], device=device)
     return {
+        **extra,
         "input_ids": torch.tensor([ids], device=device),
         "labels": torch.tensor([labels], device=device),
         "position_ids": torch.tensor([positions], device=device),

@@ -1,7 +1,9 @@
-"""Supervised fine-tuning, top to bottom: build model and data, score the base, run the shared loop, save,
-score the tuned model, write the summary and report.
+"""A training run, top to bottom: build data and model, score the base, run the shared loop, save, score
+the tuned model, write the summary and report; and supervised fine-tuning, the default method.
 
-Only the loss (`completion_loss`, through `speed.batching`) is SFT's own; everything else is shared.
+`finetune` is the same for every method (sft, cpt, dpo, distill): the recipe's `method` names a
+`methods.Method` that supplies the examples, the batches and the loss, and optional passes before and
+after training. SFT's own parts are its data (`sft_data`) and the completion loss (`speed.batching`).
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from honed.evaluation.report import write_report
 from honed.models.load import load_model, load_tokenizer, resolve_base, resolve_device, resolve_dtype
 from honed.models.lora import apply_lora, count_parameters
 from honed.training.fit import check_fit
-from honed.training.loop import LoopResult, train_loop
+from honed.training.loop import LoopResult, OnValidation, train_loop
+from honed.training.methods import Method, get_method
 from honed.training.run_dir import create_run_dir, load_run_recipe
 from honed.training.speed import accelerated, batching, resolve
 
@@ -48,12 +51,14 @@ def finetune(
     progress: bool = True,
     task_files: Sequence[str | Path] = (),
     force: bool = False,
+    on_validation: OnValidation | None = None,
 ) -> Path:
     """Run a recipe (or continue the run in `resume`) end to end; return the run directory.
 
     `task_files` are local Python files defining custom evaluation tasks (see `evaluation.registry`).
     Before loading the model the run's peak memory is predicted; a run that will not fit the device is
-    refused (ResourceError) unless `force`.
+    refused (ResourceError) unless `force`. `on_validation(step, val_loss)` is called after each
+    validation during training (hyperparameter search prunes through it).
     """
     if resume is not None:
         run_dir = Path(resume)
@@ -67,21 +72,22 @@ def finetune(
     device = resolve_device(recipe.train.device)
     folder = resolve_base(recipe.model.base, recipe.model.revision).folder
     tokenizer = load_tokenizer(folder, recipe.model.trust_remote_code)
-    train, validation = _data(recipe, tokenizer, run_dir)
+    method = get_method(recipe.method)
+    train, validation = method.data(recipe, tokenizer, run_dir)
     if resume is None:
         try:
-            fitted = check_fit(recipe, folder, train, device, force)
+            fitted = check_fit(recipe, folder, method.sequences(train), device, force)
         except ResourceError:
             shutil.rmtree(run_dir, ignore_errors=True)  # a refused run leaves nothing behind
             raise
         (run_dir / "estimate.json").write_text(json.dumps(fitted.as_dict(), indent=2))
-    model = load_model(
-        folder, resolve_dtype(recipe.model.dtype, device), device, recipe.model.trust_remote_code
-    )
+    model = load_training_model(folder, recipe, device)
+    if method.before_training is not None:
+        method.before_training(model, tokenizer, train, validation, recipe, run_dir)
     task, rows = build_eval(recipe, task_files)
     score_base(model, tokenizer, recipe, run_dir, task, rows, progress)
     model, result = train_model(
-        model, tokenizer, train, validation, recipe, run_dir, resume is not None, progress
+        model, tokenizer, train, validation, recipe, run_dir, resume is not None, progress, on_validation
     )
     _save_final(model, tokenizer, run_dir, recipe)
     trainable, total = count_parameters(model)
@@ -89,8 +95,18 @@ def finetune(
         json.dumps({**result.__dict__, "trainable_params": trainable, "total_params": total}, indent=2)
     )
     score_tuned(model, tokenizer, recipe, run_dir, task, rows, progress)
+    if method.after_training is not None and validation:
+        found = method.after_training(model, tokenizer, validation, recipe, run_dir)
+        (run_dir / "eval" / f"{recipe.method}.json").write_text(json.dumps(found, indent=2))
     write_summary(run_dir, recipe, task)
     return run_dir
+
+
+def load_training_model(folder: Path, recipe: Recipe, device):
+    """The base model as training starts from it: in the recipe's dtype on `device`."""
+    return load_model(
+        folder, resolve_dtype(recipe.model.dtype, device), device, recipe.model.trust_remote_code
+    )
 
 
 def train_model(
@@ -102,15 +118,19 @@ def train_model(
     run_dir: Path,
     resume: bool = False,
     progress: bool = True,
+    on_validation: OnValidation | None = None,
 ) -> tuple[Any, LoopResult]:
-    """Attach the adapter (or unfreeze the weights) and run the shared loop with the recipe's speed
-    options; return the trained model and the loop's result. The part of `finetune` that bench/ times."""
+    """Attach the adapter (or unfreeze the weights) and run the shared loop with the method's batches and
+    loss and the recipe's speed options; return the trained model and the loop's result. The part of
+    `finetune` that bench/ times."""
     device = next(model.parameters()).device
     model = prepare_model(model, recipe)
     cfg = resolve(recipe.train, device)
-    batcher, loss_fn = batching(cfg, tokenizer.pad_token_id, device)
+    batcher, loss_fn = get_method(recipe.method).batching(cfg, tokenizer, device)
     with accelerated(model, cfg, device):
-        result = train_loop(model, train, validation, cfg, run_dir, loss_fn, batcher, resume, progress)
+        result = train_loop(
+            model, train, validation, cfg, run_dir, loss_fn, batcher, resume, progress, on_validation
+        )
     return model, result
 
 
@@ -121,7 +141,7 @@ def _seed_everything(recipe: Recipe) -> None:
     torch.manual_seed(recipe.train.seed)
 
 
-def _data(recipe: Recipe, tokenizer, run_dir: Path):
+def sft_data(recipe: Recipe, tokenizer, run_dir: Path):
     """Tokenize both splits and write data/report.json and a rendered, mask-highlighted sample."""
     train, train_report = cached_examples(recipe.data, tokenizer, "train")
     report = {"train": train_report.as_dict()}
@@ -129,11 +149,23 @@ def _data(recipe: Recipe, tokenizer, run_dir: Path):
     if recipe.data.validation or recipe.data.holdout_fraction:
         validation, val_report = cached_examples(recipe.data, tokenizer, "validation")
         report["validation"] = val_report.as_dict()
+    write_data_report(run_dir, recipe, report, render_masked(tokenizer, train[0]))
+    return train, validation
+
+
+def sft_batching(cfg, tokenizer, device):
+    """Packed or padded batches and the completion loss."""
+    return batching(cfg, tokenizer.pad_token_id, device)
+
+
+def write_data_report(run_dir: Path, recipe: Recipe, report: dict[str, Any], sample: str) -> None:
+    """data/report.json (per split), data/dataset.json (source hashes) and data/sample.txt, and a log line
+    per split. Every method writes its data report through here."""
     folder = run_dir / "data"
     folder.mkdir(exist_ok=True)
     (folder / "report.json").write_text(json.dumps(report, indent=2))
     (folder / "dataset.json").write_text(json.dumps(_data_sources(recipe), indent=2))
-    (folder / "sample.txt").write_text(render_masked(tokenizer, train[0]))
+    (folder / "sample.txt").write_text(sample)
     for split, info in report.items():
         log.info(
             "%s data: %d examples from %d rows (%d malformed skipped, %d too long: %s)",
@@ -144,7 +176,6 @@ def _data(recipe: Recipe, tokenizer, run_dir: Path):
             info["too_long"],
             info["too_long_action"],
         )
-    return train, validation
 
 
 def _data_sources(recipe: Recipe) -> dict:
@@ -157,7 +188,7 @@ def _data_sources(recipe: Recipe) -> dict:
 
 def prepare_model(model, recipe: Recipe):
     """LoRA: wrap in a PEFT adapter; full: every weight trainable."""
-    if recipe.adapter == "lora":
+    if recipe.adapter in ("lora", "qlora"):
         return apply_lora(model, recipe.lora, recipe.train.seed)
     model.requires_grad_(True)
     return model
@@ -165,7 +196,7 @@ def prepare_model(model, recipe: Recipe):
 
 def _save_final(model, tokenizer, run_dir: Path, recipe: Recipe) -> Path:
     """final/adapter (PEFT) or final/model (full weights), each with the tokenizer and chat template."""
-    target = run_dir / "final" / ("adapter" if recipe.adapter == "lora" else "model")
+    target = run_dir / "final" / ("model" if recipe.adapter == "full" else "adapter")
     model.save_pretrained(target)
     tokenizer.save_pretrained(target)
     return target
@@ -177,7 +208,7 @@ def load_tuned(run_dir: Path, recipe: Recipe):
 
     device = resolve_device(recipe.train.device)
     dtype = resolve_dtype(recipe.model.dtype, device)
-    final = run_dir / "final" / ("adapter" if recipe.adapter == "lora" else "model")
+    final = run_dir / "final" / ("model" if recipe.adapter == "full" else "adapter")
     if not final.is_dir():
         raise ConfigError(
             f"{run_dir}: the run has no {final.relative_to(run_dir)} yet (unfinished? resume it "
@@ -214,6 +245,7 @@ def write_summary(run_dir: Path, recipe: Recipe, task) -> dict[str, Any]:
             "rows": len(tuned[1]) if tuned else None,
             **{label: found[0] if found else None for label, found in systems.items()},
             "probe": {label: probe_numbers(run_dir, label) for label in (BASE, TUNED)},
+            recipe.method: _read_json(run_dir / "eval" / f"{recipe.method}.json"),
         },
         "comparison": run_comparison(run_dir, recipe, task),
     }
@@ -224,3 +256,6 @@ def write_summary(run_dir: Path, recipe: Recipe, task) -> dict[str, Any]:
 
 def _read_json(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+METHOD = Method("sft", sft_data, sft_batching)

@@ -148,6 +148,10 @@ def _resolve_data_paths(recipe: Recipe, folder: Path) -> None:
             setattr(recipe.data, name, _resolve_data_path(value, folder))
     leakage = recipe.prepare.leakage
     leakage.against = [_resolve_data_path(value, folder) for value in leakage.against]
+    for name in ("replay", "general_eval"):
+        value = getattr(recipe.cpt, name)
+        if value:
+            setattr(recipe.cpt, name, _resolve_data_path(value, folder))
 
 
 def _resolve_data_path(value: str, folder: Path) -> str:

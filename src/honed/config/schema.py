@@ -276,6 +276,13 @@ class CptConfig(_Strict):
         lt=1.0,
         description="Share of training blocks drawn from `replay` (0.1: one block in ten is general text).",
     )
+    general_eval: str | None = Field(
+        None,
+        description="General text whose perplexity is measured before and after training (forgetting); "
+        "null: a few paragraphs of everyday English that honed ships.",
+    )
+    general_eval_field: str = Field("text", description="The general_eval rows' text field.")
+    general_eval_max_rows: int = Field(200, gt=0, description="Score the first N rows of general_eval.")
 
     @model_validator(mode="after")
     def _replay_needs_source(self) -> CptConfig:

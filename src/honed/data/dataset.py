@@ -141,7 +141,7 @@ def _trainable(fmt: str, where: str) -> None:
     if fmt == "text":
         raise DataError(
             f"{where}: raw text rows (a 'text' field) have no answer for supervised fine-tuning; they are "
-            "for continued pre-training (method: cpt, not built yet). For supervised rows use messages, "
+            "for continued pre-training (set method: cpt). For supervised rows use messages, "
             "prompt/completion or a template."
         )
 

@@ -31,6 +31,7 @@ BUILTIN = {
     "math": "honed.evaluation.numeric:MathTask",
     "perplexity": "honed.evaluation.likelihood:PerplexityTask",
     "choice": "honed.evaluation.likelihood:ChoiceTask",
+    "preference": "honed.evaluation.preference:PreferenceTask",
 }
 
 

@@ -20,7 +20,7 @@ from honed.data.tokenize import IGNORE, Encoded
 DEFAULT_LOSS_CHUNK = 512
 
 # Batch keys the decoder receives besides input_ids (packed rows carry the example boundaries).
-_DECODER_KEYS = (
+DECODER_KEYS = (
     "attention_mask",
     "position_ids",
     "cu_seq_lens_q",
@@ -133,7 +133,7 @@ def labelled_token_nll(
     `segment_ids` (batch, seq) (a packed row made with `segments=True`), the packed example's index.
     """
     lm = causal_lm(model)
-    extra = {key: batch[key] for key in _DECODER_KEYS if key in batch}
+    extra = {key: batch[key] for key in DECODER_KEYS if key in batch}
     hidden = lm.get_decoder()(input_ids=batch["input_ids"], use_cache=False, **extra).last_hidden_state
     targets = batch["labels"][:, 1:]
     keep = targets != IGNORE

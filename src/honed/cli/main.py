@@ -13,10 +13,22 @@ import sys
 import warnings
 
 from honed import __version__
-from honed.cli import compare, data, demo, estimate, evaluate, export, models, select, train, validate
+from honed.cli import (
+    compare,
+    data,
+    demo,
+    estimate,
+    evaluate,
+    export,
+    models,
+    select,
+    train,
+    tune_hp,
+    validate,
+)
 from honed.errors import HonedError, TrainingInterrupted
 
-COMMANDS = [demo, models, select, data, estimate, train, validate, evaluate, compare, export]
+COMMANDS = [demo, models, select, data, estimate, train, tune_hp, validate, evaluate, compare, export]
 
 
 def build_parser() -> argparse.ArgumentParser:

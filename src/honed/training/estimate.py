@@ -1,7 +1,8 @@
 """Predict a training run's peak memory and time before it starts, and whether it fits this machine.
 
 Peak memory is the sum of named parts:
-- weights (parameters x dtype bytes), gradients and AdamW's two moments for the trainable parameters;
+- weights (parameters x dtype bytes; qlora: the decoder's linear weights in 4-bit NF4), gradients and
+  AdamW's two moments for the trainable parameters;
 - saved activations: bytes per token (training/footprint.py, measured on miniatures of the model's own
   architecture through honed's real step) x the tokens of the largest micro-batch;
 - transient memory of backward and the loss (activation gradients of one layer, a chunk of logits);
@@ -205,12 +206,13 @@ def estimate(
         churn = _activation_bytes_per_token(arch, config, plain, workload, profiles)
     dtype_bytes = 2 if shape.dtype in ("bfloat16", "float16") else 4
     params = param_count(arch)
-    trainable = lora_params(arch, recipe) if recipe.adapter == "lora" else params
-    state_bytes = 4 if recipe.adapter == "lora" else dtype_bytes  # PEFT keeps adapters in float32
+    adapter = recipe.adapter in ("lora", "qlora")  # qlora trains the same adapter, on a 4-bit base
+    trainable = lora_params(arch, recipe) if adapter else params
+    state_bytes = 4 if adapter else dtype_bytes  # PEFT keeps adapters in float32
     activations = int(per_token * workload.peak_positions)
     transient = _transient_bytes(arch, recipe, workload, dtype_bytes)
     memory = Memory(
-        weights=params * dtype_bytes,
+        weights=_weight_bytes(arch, recipe, params, dtype_bytes),
         gradients=trainable * state_bytes,
         optimizer=2 * trainable * state_bytes,
         activations=activations,
@@ -237,6 +239,18 @@ def estimate(
         throughput_flops=throughput_flops,
         available_bytes=available_bytes,
     )
+
+
+def _weight_bytes(arch: Architecture, recipe: Recipe, params: int, dtype_bytes: int) -> int:
+    """The base weights: all in the training dtype; for qlora the decoder's linear weights in NF4 (about
+    0.52 bytes per parameter, models/quantize.py), embeddings, norms and lm_head in the dtype."""
+    if recipe.adapter != "qlora":
+        return params * dtype_bytes
+    from honed.models.quantize import nf4_bytes
+
+    shapes = target_shapes(arch, "all-linear")
+    linear = arch.layers * sum(n_in * n_out for n_in, n_out in shapes)
+    return (params - linear) * dtype_bytes + arch.layers * sum(nf4_bytes(i * o) for i, o in shapes)
 
 
 def _activation_bytes_per_token(arch, config, shape, workload, profiles) -> float:
@@ -297,7 +311,7 @@ def step_flops(arch: Architecture, recipe: Recipe, workload: Workload, shape: St
     attention = 2 * arch.attention_dim * n  # causal: on average n / 2 keys, two matmuls
     head = 2 * arch.hidden * arch.vocab  # only at labelled positions (honed's loss)
     labelled = workload.labelled_fraction * n
-    if shape.adapter == "lora":
+    if shape.adapter in ("lora", "qlora"):  # qlora's de-quantising is memory-bound: not counted in FLOPs
         lora = 2 * sum(recipe.lora.r * (i + o) for i, o in target_shapes(arch, recipe.lora.target_modules))
         per_layer = 2 * linear + 3 * attention + 3 * lora  # no weight gradients for the frozen base
         total = n * arch.layers * per_layer + labelled * 2 * head

@@ -290,6 +290,11 @@ class Mix:
     kl_weight: float
 
 
+def mix_of(recipe: Recipe) -> Mix:
+    """The recipe's logit-mode weighting."""
+    return Mix(recipe.distill.temperature, recipe.distill.kl_weight)
+
+
 @dataclass
 class LogitExample:
     """An example and the teacher's top-k at each of its labelled positions (those `labels[1:]` marks).
@@ -301,7 +306,6 @@ class LogitExample:
     example: Encoded
     ids: torch.Tensor
     logprobs: torch.Tensor
-    mix: Mix
 
     @property
     def num_tokens(self) -> int:
@@ -323,9 +327,8 @@ def logit_data(recipe: Recipe, tokenizer, run_dir: Path):
     if targets is None:
         targets = _teacher_targets(recipe, tokenizer, splits)
         _save_targets(path, key, targets)
-    mix = Mix(cfg.temperature, cfg.kl_weight)
     wrapped = {
-        split: [LogitExample(e, ids, lp, mix) for e, (ids, lp) in zip(examples, targets[split], strict=True)]
+        split: [LogitExample(e, ids, lp) for e, (ids, lp) in zip(examples, targets[split], strict=True)]
         for split, examples in splits.items()
     }
     stats = _logit_stats(recipe, targets, reused)
@@ -584,34 +587,36 @@ def labelled_hidden(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor
     return hidden[:, :-1][keep], targets[keep]
 
 
-def distill_loss(model, batch: dict, chunk: int = DEFAULT_LOSS_CHUNK) -> tuple[torch.Tensor, int]:
-    """Sum of the mixed loss over labelled positions and their count; the completion loss for batches
-    without teacher targets (sequence mode)."""
+def distill_loss(
+    model, batch: dict, mix: Mix | None = None, chunk: int = DEFAULT_LOSS_CHUNK
+) -> tuple[torch.Tensor, int]:
+    """Sum of the mixed loss (weighed by `mix`) over labelled positions and their count; the completion
+    loss for batches without teacher targets (sequence mode)."""
     if "teacher_ids" not in batch:
         return completion_loss(model, batch, chunk)
     hidden, targets = labelled_hidden(model, batch)
     head = causal_lm(model).get_output_embeddings()
     loss, _ = linear_distill(
-        hidden, head, targets, batch["teacher_ids"], batch["teacher_logprobs"], batch["distill_mix"], chunk
+        hidden, head, targets, batch["teacher_ids"], batch["teacher_logprobs"], mix, chunk
     )
     return loss.sum(), int(loss.numel())
 
 
 def collate_targets(examples: list, collate, device: torch.device) -> dict:
     """`collate` (padded or packed) plus, for logit examples, the teacher's top-k in the order of the
-    batch's labelled positions: teacher_ids (n, k) long, teacher_logprobs (n, k), distill_mix."""
+    batch's labelled positions: teacher_ids (n, k) long, teacher_logprobs (n, k)."""
     if not isinstance(examples[0], LogitExample):
         return collate(examples)
     batch = collate([e.example for e in examples])
     batch["teacher_ids"] = torch.cat([e.ids for e in examples]).to(device, torch.long)
     batch["teacher_logprobs"] = torch.cat([e.logprobs for e in examples]).to(device)
-    batch["distill_mix"] = examples[0].mix
     return batch
 
 
-def distill_batching(cfg, tokenizer, device):
+def distill_batching(recipe: Recipe, cfg, tokenizer, device):
     """Packed or padded batches (with teacher targets in logit mode) and the distillation loss."""
-    collate_fn, loss_fn = batching(cfg, tokenizer.pad_token_id, device, loss=distill_loss)
+    loss = functools.partial(distill_loss, mix=mix_of(recipe))
+    collate_fn, loss_fn = batching(cfg, tokenizer.pad_token_id, device, loss=loss)
     return functools.partial(collate_targets, collate=collate_fn, device=device), loss_fn
 
 
@@ -619,8 +624,8 @@ def distill_batching(cfg, tokenizer, device):
 
 
 @torch.no_grad()
-def mean_kl(model, examples: list[LogitExample], pad_id: int, batch_size: int = 8) -> float:
-    """Mean per-position KL(teacher top-k || model) at the examples' temperature (not scaled by T^2)."""
+def mean_kl(model, examples: list[LogitExample], pad_id: int, mix: Mix, batch_size: int = 8) -> float:
+    """Mean per-position KL(teacher top-k || model) at `mix`'s temperature (not scaled by T^2)."""
     device = next(model.parameters()).device
     padded = functools.partial(collate, pad_id=pad_id, device=device)
     head = causal_lm(model).get_output_embeddings()
@@ -630,9 +635,7 @@ def mean_kl(model, examples: list[LogitExample], pad_id: int, batch_size: int = 
     for start in range(0, len(examples), batch_size):
         batch = collate_targets(examples[start : start + batch_size], padded, device)
         hidden, targets = labelled_hidden(model, batch)
-        _, kl = linear_distill(
-            hidden, head, targets, batch["teacher_ids"], batch["teacher_logprobs"], batch["distill_mix"]
-        )
+        _, kl = linear_distill(hidden, head, targets, batch["teacher_ids"], batch["teacher_logprobs"], mix)
         total, count = total + float(kl.sum()), count + kl.numel()
     model.train(was_training)
     return total / max(1, count)
@@ -643,7 +646,7 @@ def distill_before(model, tokenizer, train, validation, recipe: Recipe, run_dir:
     if recipe.distill.mode != "logit" or not validation:
         return
     rows = validation[: recipe.train.max_eval_loss_rows]
-    kl = mean_kl(model, rows, tokenizer.pad_token_id, recipe.train.batch_size)
+    kl = mean_kl(model, rows, tokenizer.pad_token_id, mix_of(recipe), recipe.train.batch_size)
     log.info("base student's KL to the teacher on %d validation rows: %.4f", len(rows), kl)
     (run_dir / "eval").mkdir(parents=True, exist_ok=True)
     (run_dir / "eval" / BASE_KL).write_text(json.dumps({"kl_to_teacher": kl, "rows": len(rows)}))
@@ -656,7 +659,7 @@ def distill_after(model, tokenizer, validation, recipe: Recipe, run_dir: Path) -
     if recipe.distill.mode != "logit":
         return found
     rows = validation[: recipe.train.max_eval_loss_rows]
-    tuned = mean_kl(model, rows, tokenizer.pad_token_id, recipe.train.batch_size)
+    tuned = mean_kl(model, rows, tokenizer.pad_token_id, mix_of(recipe), recipe.train.batch_size)
     base_path = run_dir / "eval" / BASE_KL
     base = json.loads(base_path.read_text())["kl_to_teacher"] if base_path.is_file() else None
     log.info("KL to the teacher on %d validation rows: base %s, tuned %.4f", len(rows), base, tuned)

@@ -50,15 +50,12 @@ REFERENCE_FREE = frozenset({"simpo", "orpo"})
 class PreferencePair:
     """One preference example: the chosen and the rejected conversation, tokenized with labels on the answer.
 
-    `settings` is the run's `dpo` section: the loop hands a method's batching only the train config, so the
-    loss reads its variant and beta from the pairs it batches. `ref_chosen`/`ref_rejected` are the base
-    model's summed answer log-probabilities (None until `attach_reference` runs, and for reference-free
-    losses on training pairs).
+    `ref_chosen`/`ref_rejected` are the base model's summed answer log-probabilities (None until
+    `attach_reference` runs, and for reference-free losses on training pairs).
     """
 
     chosen: Encoded
     rejected: Encoded
-    settings: DpoConfig
     ref_chosen: float | None = None
     ref_rejected: float | None = None
 
@@ -129,7 +126,7 @@ def build_pairs(recipe: Recipe, tokenizer, split: str) -> tuple[list[PreferenceP
         fitted = _fit_length(cfg, report, row.location, encoded)
         if fitted is not None:
             report.label_tokens += fitted[0].num_labels + fitted[1].num_labels
-            pairs.append(PreferencePair(*fitted, settings=recipe.dpo))
+            pairs.append(PreferencePair(*fitted))
     bad.raise_if_any("preference")
     report.examples = len(pairs)
     if not pairs:
@@ -338,22 +335,22 @@ def collate_pairs(
     pairs: list[PreferencePair], pad_id: int, device: torch.device, packed: bool
 ) -> dict[str, Any]:
     """One batch of pairs: sequences in the order chosen, rejected, chosen, ... (packed in one row with
-    segment ids, or padded rows), `loss_units` = pairs, the pairs' settings and reference log-probs."""
+    segment ids, or padded rows), `loss_units` = pairs, and the pairs' reference log-probs."""
     sequences = pair_sequences(pairs)
     batch: dict[str, Any] = (
         collate_packed(sequences, device, segments=True) if packed else collate(sequences, pad_id, device)
     )
     batch["loss_units"] = len(pairs)
-    batch["dpo"] = pairs[0].settings
     if all(p.ref_chosen is not None and p.ref_rejected is not None for p in pairs):
         refs = [[p.ref_chosen, p.ref_rejected] for p in pairs]
         batch["ref_logps"] = torch.tensor(refs, dtype=torch.float32, device=device)
     return batch
 
 
-def pair_loss(model, batch: dict[str, Any], chunk: int = DEFAULT_LOSS_CHUNK) -> tuple[torch.Tensor, int]:
-    """Sum of the pairs' losses (with gradients) and the number of pairs."""
-    settings: DpoConfig = batch["dpo"]
+def pair_loss(
+    model, batch: dict[str, Any], settings: DpoConfig, chunk: int = DEFAULT_LOSS_CHUNK
+) -> tuple[torch.Tensor, int]:
+    """Sum of the pairs' losses under the recipe's `dpo` settings (with gradients), and the pair count."""
     nll, counts = sequence_nll_sums(model, batch, chunk)
     logps = PairLogps(-nll[0::2], -nll[1::2], counts[0::2].clamp(min=1), counts[1::2].clamp(min=1))
     if settings.loss not in REFERENCE_FREE:
@@ -367,7 +364,7 @@ def pair_loss(model, batch: dict[str, Any], chunk: int = DEFAULT_LOSS_CHUNK) -> 
     return losses.sum(), int(batch["loss_units"])
 
 
-def dpo_batching(cfg, tokenizer, device: torch.device):
+def dpo_batching(recipe: Recipe, cfg, tokenizer, device: torch.device):
     """(collate, loss_fn) for the loop: pairs packed (when `train.packing` resolves on) or padded."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     packed = uses_packing(cfg, device)
@@ -376,7 +373,7 @@ def dpo_batching(cfg, tokenizer, device: torch.device):
         return collate_pairs(pairs, pad, device, packed)
 
     def loss_fn(model, batch: dict[str, Any]) -> tuple[torch.Tensor, int]:
-        return pair_loss(model, batch, cfg.loss_chunk_tokens)
+        return pair_loss(model, batch, recipe.dpo, cfg.loss_chunk_tokens)
 
     return collate_fn, loss_fn
 

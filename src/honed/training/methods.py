@@ -36,8 +36,9 @@ class Method:
 
     - `data(recipe, tokenizer, run_dir) -> (train, validation | None)`: tokenized examples (anything with
       `num_tokens`); writes the run's data/ report.
-    - `batching(cfg, tokenizer, device) -> (collate, loss_fn)`: for `loop.train_loop`; `cfg` is the
-      resolved TrainConfig.
+    - `batching(recipe, cfg, tokenizer, device) -> (collate, loss_fn)`: for `loop.train_loop`; `cfg` is
+      the recipe's TrainConfig with `auto` resolved for the device; the method's own settings come from
+      `recipe` (its `dpo` or `distill` section).
     - `before_training(model, tokenizer, train, validation, recipe, run_dir)`: runs on the loaded base
       model before the adapter is attached (DPO: cache the reference log-probabilities).
     - `after_training(model, tokenizer, validation, recipe, run_dir) -> dict`: method metrics on held-out

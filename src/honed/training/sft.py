@@ -103,10 +103,14 @@ def finetune(
 
 
 def load_training_model(folder: Path, recipe: Recipe, device):
-    """The base model as training starts from it: in the recipe's dtype on `device`."""
-    return load_model(
-        folder, resolve_dtype(recipe.model.dtype, device), device, recipe.model.trust_remote_code
-    )
+    """The base model as training starts from it: in the recipe's dtype on `device`; for `adapter: qlora`
+    with its linear layers quantised to 4-bit NF4 (models/quantize.py), computing in that dtype."""
+    dtype = resolve_dtype(recipe.model.dtype, device)
+    if recipe.adapter == "qlora":
+        from honed.models.quantize import load_quantized
+
+        return load_quantized(folder, dtype, device, recipe.model.trust_remote_code)
+    return load_model(folder, dtype, device, recipe.model.trust_remote_code)
 
 
 def train_model(
@@ -126,7 +130,7 @@ def train_model(
     device = next(model.parameters()).device
     model = prepare_model(model, recipe)
     cfg = resolve(recipe.train, device)
-    batcher, loss_fn = get_method(recipe.method).batching(cfg, tokenizer, device)
+    batcher, loss_fn = get_method(recipe.method).batching(recipe, cfg, tokenizer, device)
     with accelerated(model, cfg, device):
         result = train_loop(
             model, train, validation, cfg, run_dir, loss_fn, batcher, resume, progress, on_validation
@@ -153,7 +157,7 @@ def sft_data(recipe: Recipe, tokenizer, run_dir: Path):
     return train, validation
 
 
-def sft_batching(cfg, tokenizer, device):
+def sft_batching(recipe: Recipe, cfg, tokenizer, device):
     """Packed or padded batches and the completion loss."""
     return batching(cfg, tokenizer.pad_token_id, device)
 
@@ -203,7 +207,11 @@ def _save_final(model, tokenizer, run_dir: Path, recipe: Recipe) -> Path:
 
 
 def load_tuned(run_dir: Path, recipe: Recipe):
-    """The trained model of a finished run (base + adapter, or the full weights) and its tokenizer."""
+    """The trained model of a finished run (base + adapter, or the full weights) and its tokenizer.
+
+    A qlora run's adapter is put on the float base, not the 4-bit one it trained on: that is the model
+    `honed export --merged` writes and a server loads the adapter onto, and it needs no bitsandbytes. It
+    differs from the model the run scored at the end of training by the base's quantisation error."""
     from honed.errors import ConfigError
 
     device = resolve_device(recipe.train.device)

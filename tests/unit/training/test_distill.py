@@ -23,6 +23,7 @@ from honed.training.distill import (
     collate_targets,
     distill_loss,
     mean_kl,
+    mix_of,
     teacher_topk,
 )
 from honed.training.loss import collate
@@ -102,18 +103,18 @@ def test_kl_loss_equals_reference_and_packed_equals_padded(
     mix = Mix(temperature=2.0, kl_weight=0.7)
     pad = tiny_tokenizer.pad_token_id
     targets = teacher_topk(teacher, examples, pad, 6, mix.temperature, len(tiny_tokenizer), batch_size=2)
-    logit_examples = [LogitExample(e, ids, lp, mix) for e, (ids, lp) in zip(examples, targets, strict=True)]
+    logit_examples = [LogitExample(e, ids, lp) for e, (ids, lp) in zip(examples, targets, strict=True)]
 
     reference = _reference_loss(student, teacher, examples, mix, pad)
     reference.backward()
     reference_grads = _grads(student)
     padded = collate_targets(logit_examples, functools.partial(collate, pad_id=pad, device=CPU), CPU)
-    loss, count = distill_loss(student, padded, chunk=7)  # several chunks, one partial
+    loss, count = distill_loss(student, padded, mix, chunk=7)  # several chunks, one partial
     loss.backward()
     padded_grads = _grads(student)
     with packed_attention(student, CPU):
         packed = collate_targets(logit_examples, functools.partial(collate_packed, device=CPU), CPU)
-        loss_packed, count_packed = distill_loss(student, packed, chunk=7)
+        loss_packed, count_packed = distill_loss(student, packed, mix, chunk=7)
         loss_packed.backward()
     packed_grads = _grads(student)
 
@@ -150,11 +151,11 @@ def test_logit_distillation_lowers_kl_to_teacher(
     train, validation = METHOD.data(recipe, tiny_tokenizer, run_dir)
     model = load_training_model(tiny_model_dir, recipe, CPU)
     METHOD.before_training(model, tiny_tokenizer, train, validation, recipe, run_dir)
-    before = mean_kl(model, train, pad)
+    before = mean_kl(model, train, pad, mix_of(recipe))
 
     model, _ = train_model(model, tiny_tokenizer, train, validation, recipe, run_dir, progress=False)
 
-    after = mean_kl(model, train, pad)
+    after = mean_kl(model, train, pad, mix_of(recipe))
     assert after < 0.75 * before  # the student moved towards the teacher on what it trained on
     found = METHOD.after_training(model, tiny_tokenizer, validation, recipe, run_dir)
     assert found["mode"] == "logit" and found["positions"]["train"] == sum(len(e.ids) for e in train)

@@ -184,11 +184,11 @@ def test_packed_and_padded_batches_give_the_same_loss(tmp_path, tiny_model_dir, 
     pairs = _pairs_with_reference(recipe, tiny_tokenizer)
     model = _model(tiny_model_dir)
     padded_loss, padded_units = pair_loss(
-        model, collate_pairs(pairs, tiny_tokenizer.pad_token_id, CPU, False)
+        model, collate_pairs(pairs, tiny_tokenizer.pad_token_id, CPU, False), recipe.dpo
     )
     with packed_attention(model, CPU):
         packed = collate_pairs(pairs, tiny_tokenizer.pad_token_id, CPU, True)
-        packed_loss, packed_units = pair_loss(model, packed)
+        packed_loss, packed_units = pair_loss(model, packed, recipe.dpo)
     assert packed["input_ids"].shape[0] == 1 and padded_units == packed_units == len(pairs)
     assert abs(padded_loss.item() - packed_loss.item()) < 1e-4
     assert padded_loss.item() > 0
@@ -198,7 +198,7 @@ def test_four_pairs_at_once_equal_two_micro_batches_of_two(tmp_path, tiny_model_
     recipe = _recipe(tmp_path, tiny_model_dir)
     pairs = _pairs_with_reference(recipe, tiny_tokenizer)
     collate, loss_fn = dpo.dpo_batching(
-        recipe.train.model_copy(update={"packing": False}), tiny_tokenizer, CPU
+        recipe, recipe.train.model_copy(update={"packing": False}), tiny_tokenizer, CPU
     )
     base = _model(tiny_model_dir).requires_grad_(True)
     results = []
@@ -262,7 +262,9 @@ def test_reference_based_loss_without_reference_is_an_error(tmp_path, tiny_model
     recipe = _recipe(tmp_path, tiny_model_dir)
     pairs, _ = build_pairs(recipe, tiny_tokenizer, "train")
     with pytest.raises(TrainingError, match="reference log-probabilities"):
-        pair_loss(_model(tiny_model_dir), collate_pairs(pairs, tiny_tokenizer.pad_token_id, CPU, False))
+        pair_loss(
+            _model(tiny_model_dir), collate_pairs(pairs, tiny_tokenizer.pad_token_id, CPU, False), recipe.dpo
+        )
 
 
 # ---- evaluation and the whole run ----

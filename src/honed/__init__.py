@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _API = {
     "load_recipe": "honed.config.load",
-    "validate": "honed.data.dataset",
+    "validate": "honed.training.methods",
     "finetune": "honed.training.sft",
     "evaluate_run": "honed.evaluation.evaluate",
     "export_merged": "honed.export.merged",

@@ -45,7 +45,8 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from honed.config.load import load_recipe
-    from honed.training.hpo import render_table, tune_hp
+    from honed.training.hpo import tune_hp
+    from honed.training.hpo_report import render_table
 
     recipe = load_recipe(args.recipe, args.overrides, task_files=args.task_files)
     result = tune_hp(

@@ -24,7 +24,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from honed.config.load import load_recipe
-    from honed.data.dataset import validate
+    from honed.training.methods import validate
 
     recipe = load_recipe(args.recipe, args.overrides, task_files=args.task_files)
     report = validate(recipe)

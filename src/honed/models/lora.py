@@ -38,9 +38,15 @@ def apply_lora(model, cfg: LoraConfig, seed: int, fuse_dropout: bool = True):
 
 
 def count_parameters(model) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
+    """(trainable, total) parameter counts; a 4-bit weight (qlora) counts its unpacked elements."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, sum(p.numel() for p in model.parameters())
+    return trainable, sum(_unpacked_numel(p) for p in model.parameters())
+
+
+def _unpacked_numel(param) -> int:
+    """bitsandbytes packs two 4-bit values per byte; its quant_state keeps the weight's real shape."""
+    state = getattr(param, "quant_state", None)
+    return math.prod(state.shape) if state is not None and hasattr(state, "shape") else param.numel()
 
 
 def keep_mask(shape: torch.Size, p: float) -> torch.Tensor:

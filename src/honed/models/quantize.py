@@ -58,7 +58,7 @@ def load_quantized(folder: Path, dtype, device, trust_remote_code: bool = False)
     """
     from transformers import AutoModelForCausalLM
 
-    _check_backend(device)
+    check_backend(device)
     _check_unquantised(folder)
     if not any(folder.glob("*.safetensors")):
         raise ModelError(f"{folder}: no *.safetensors weights; honed never loads pickle (.bin) weights")
@@ -101,7 +101,7 @@ def _bnb_config(dtype):
     )
 
 
-def _check_backend(device) -> None:
+def check_backend(device) -> None:
     """bitsandbytes is importable, new enough, and has kernels for `device`'s type."""
     try:
         import bitsandbytes

@@ -237,4 +237,9 @@ def _brief(found: dict[str, Any]) -> str:
     return ", ".join(f"{name} {value['perplexity']:.3f}" for name, value in found.items())
 
 
-METHOD = Method("cpt", cpt_data, sft_batching, before_training, after_training)
+def check_split(recipe: Recipe, tokenizer, split: str) -> dict[str, Any]:
+    """The split's block report, as training would build it (`honed validate`)."""
+    return _split_blocks(recipe, split, tokenizer, document_end_id(tokenizer))[1]
+
+
+METHOD = Method("cpt", cpt_data, sft_batching, before_training, after_training, check_split=check_split)

@@ -437,6 +437,11 @@ def _mean(values: torch.Tensor) -> float:
     return round(float(values.double().mean()), 6)
 
 
+def check_split(recipe: Recipe, tokenizer, split: str) -> dict[str, Any]:
+    """The split's pair report, as training would build it (`honed validate`)."""
+    return build_pairs(recipe, tokenizer, split)[1].as_dict()
+
+
 METHOD = Method(
     "dpo",
     dpo_data,
@@ -444,4 +449,5 @@ METHOD = Method(
     before_training=attach_reference,
     after_training=preference_metrics,
     sequences=pair_sequences,
+    check_split=check_split,
 )

@@ -331,8 +331,12 @@ def cheapest_fit(
     device: str,
     throughput_flops: float | None,
     available_bytes: int,
+    sequences_per_example: int = 1,
 ) -> tuple[list[str], Estimate] | None:
     """The recipe overrides that make a run fit `available_bytes`, and its estimate; None if none do.
+
+    `examples` are the sequences the model runs; a training example may be several of them
+    (`sequences_per_example`: a DPO pair is 2), so a micro-batch runs that many times batch_size.
 
     Changes that keep the result the same come first (gradient checkpointing, smaller micro-batches with
     more accumulation), then those that change it (LoRA, shorter max_seq_len); within each, the one with
@@ -345,7 +349,7 @@ def cheapest_fit(
             changed = _with_overrides(recipe, overrides)
             kept = _shorter(examples, changed.data.max_seq_len)
             packing = _packing(changed, device)
-            workload = Workload.from_examples(kept, changed.train.batch_size, packing)
+            workload = Workload.from_examples(kept, changed.train.batch_size * sequences_per_example, packing)
             result = estimate(
                 arch, config, changed, workload, device, throughput_flops, available_bytes, profiles
             )

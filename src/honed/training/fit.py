@@ -47,12 +47,15 @@ def config_from_architecture(arch: Architecture) -> dict[str, Any]:
     }
 
 
-def workload_of(examples: list[Encoded], recipe: Recipe, device: str) -> Workload:
-    """The training examples as the estimate sees them, for `recipe`'s batch and packing on `device`."""
+def workload_of(
+    examples: list[Encoded], recipe: Recipe, device: str, sequences_per_example: int = 1
+) -> Workload:
+    """The training sequences as the estimate sees them, for `recipe`'s batch and packing on `device`
+    (a micro-batch runs `sequences_per_example` x batch_size of them: 2 for DPO's pairs)."""
     from honed.training.estimate import step_shape
 
     packing = step_shape(recipe, device, 0.0).packing
-    return Workload.from_examples(examples, recipe.train.batch_size, packing)
+    return Workload.from_examples(examples, recipe.train.batch_size * sequences_per_example, packing)
 
 
 def estimate_recipe(
@@ -90,26 +93,37 @@ def estimate_recipe(
 
 
 def _calibrate(recipe, folder, examples, arch, device, steps: int) -> dict[str, Any]:
-    from honed.models.load import load_model, resolve_dtype
     from honed.training.calibrate import calibrate
-    from honed.training.sft import prepare_model
+    from honed.training.sft import load_training_model, prepare_model
 
-    model = load_model(
-        folder, resolve_dtype(recipe.model.dtype, device), device, recipe.model.trust_remote_code
-    )
-    model = prepare_model(model, recipe)
+    model = prepare_model(load_training_model(folder, recipe, device), recipe)  # qlora: the 4-bit base
     return calibrate(model, examples, recipe, arch, device, steps)
 
 
-def check_fit(recipe: Recipe, folder: Path, examples: list[Encoded], device, force: bool = False) -> Estimate:
+def check_fit(
+    recipe: Recipe,
+    folder: Path,
+    examples: list[Encoded],
+    device,
+    force: bool = False,
+    sequences_per_example: int = 1,
+) -> Estimate:
     """Predict the run's peak memory before loading the model; refuse (ResourceError) a run that will not
-    fit the device, naming the numbers and the cheapest change that would, unless `force`."""
+    fit the device, naming the numbers and the cheapest change that would, unless `force`.
+
+    `examples` are the sequences the model runs (`sequences_per_example` per training example)."""
     from honed.training.calibrate import available_bytes
 
     arch, config = model_config(folder)
     free = available_bytes(device)
     result = estimate(
-        arch, config, recipe, workload_of(examples, recipe, device.type), device.type, None, free
+        arch,
+        config,
+        recipe,
+        workload_of(examples, recipe, device.type, sequences_per_example),
+        device.type,
+        None,
+        free,
     )
     log.info(
         "estimated peak memory %.2f GiB of %.2f GiB available on %s",
@@ -119,7 +133,7 @@ def check_fit(recipe: Recipe, folder: Path, examples: list[Encoded], device, for
     )
     if result.fits:
         return result
-    found = cheapest_fit(arch, config, recipe, examples, device.type, None, free)
+    found = cheapest_fit(arch, config, recipe, examples, device.type, None, free, sequences_per_example)
     message = refusal(result, found)
     if not force:
         raise ResourceError(message)

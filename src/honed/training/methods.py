@@ -45,6 +45,8 @@ class Method:
       data, written to eval/<method>.json and into summary.json.
     - `sequences(train) -> list[Encoded]`: the sequences the model runs per example, for the memory
       estimate (a preference pair is two).
+    - `check_split(recipe, tokenizer, split) -> dict`: the split's data report without training or side
+      effects (`honed validate`); default: SFT's view of the rows.
     """
 
     name: str
@@ -53,8 +55,26 @@ class Method:
     before_training: Callable[..., None] | None = None
     after_training: Callable[..., dict[str, Any]] | None = None
     sequences: Callable[[list[Any]], list[Encoded]] = _same
+    check_split: Callable[..., dict[str, Any]] | None = None
 
 
 def get_method(name: str) -> Method:
     """The method `name` (a key of MODULES; the recipe schema only admits those)."""
     return importlib.import_module(MODULES[name]).METHOD
+
+
+def validate(recipe, tokenizer=None) -> dict[str, Any]:
+    """Check a recipe's data without training: read every row and tokenize it as the recipe's method
+    will; return the data report per split (`honed validate`)."""
+    from honed.data import dataset
+
+    check_split = get_method(recipe.method).check_split
+    if check_split is None:
+        return dataset.validate(recipe, tokenizer)
+    if tokenizer is None:
+        from honed.models.load import load_tokenizer, resolve_base
+
+        folder = resolve_base(recipe.model.base, recipe.model.revision).folder
+        tokenizer = load_tokenizer(folder, recipe.model.trust_remote_code)
+    splits = ["train"] + (["validation"] if recipe.data.validation or recipe.data.holdout_fraction else [])
+    return {split: check_split(recipe, tokenizer, split) for split in splits}

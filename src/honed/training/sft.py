@@ -66,6 +66,7 @@ def finetune(
     elif recipe is None:
         raise ValueError("finetune needs a recipe or a run directory to resume")
     else:
+        _check_adapter_backend(recipe)  # before the run directory exists: a refusal leaves nothing behind
         run_dir = create_run_dir(recipe)
     log.info("run directory: %s", run_dir)
     _seed_everything(recipe)
@@ -76,7 +77,9 @@ def finetune(
     train, validation = method.data(recipe, tokenizer, run_dir)
     if resume is None:
         try:
-            fitted = check_fit(recipe, folder, method.sequences(train), device, force)
+            sequences = method.sequences(train)
+            per_example = max(1, len(sequences) // max(1, len(train)))  # a DPO pair runs 2 sequences
+            fitted = check_fit(recipe, folder, sequences, device, force, per_example)
         except ResourceError:
             shutil.rmtree(run_dir, ignore_errors=True)  # a refused run leaves nothing behind
             raise
@@ -100,6 +103,13 @@ def finetune(
         (run_dir / "eval" / f"{recipe.method}.json").write_text(json.dumps(found, indent=2))
     write_summary(run_dir, recipe, task)
     return run_dir
+
+
+def _check_adapter_backend(recipe: Recipe) -> None:
+    if recipe.adapter == "qlora":
+        from honed.models.quantize import check_backend
+
+        check_backend(resolve_device(recipe.train.device))
 
 
 def load_training_model(folder: Path, recipe: Recipe, device):

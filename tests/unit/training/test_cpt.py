@@ -117,3 +117,12 @@ def test_cpt_run_lowers_domain_perplexity_and_reports_general_text(cpt_recipe) -
 def _run(path: Path) -> Path:
     path.mkdir(parents=True)
     return path
+
+
+def test_validate_reports_documents_and_blocks(cpt_recipe, tiny_tokenizer) -> None:
+    from honed.training.methods import validate
+
+    report = validate(cpt_recipe(), tiny_tokenizer)
+    assert report["train"]["documents"] == 12 and report["train"]["rows_read"] == 12
+    assert report["train"]["examples"] == -(-report["train"]["document_tokens"] // 64)
+    assert report["validation"]["documents"] == 1

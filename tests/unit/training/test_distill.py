@@ -16,16 +16,8 @@ from honed.evaluation.generate import generate
 from honed.models.load import load_model, load_tokenizer
 from honed.models.tiny import build_tiny_model
 from honed.training import distill
-from honed.training.distill import (
-    METHOD,
-    LogitExample,
-    Mix,
-    collate_targets,
-    distill_loss,
-    mean_kl,
-    mix_of,
-    teacher_topk,
-)
+from honed.training.distill import METHOD, LogitExample, collate_targets, mean_kl, mix_of, teacher_topk
+from honed.training.distill_loss import Mix, distill_loss
 from honed.training.loss import collate
 from honed.training.packing import collate_packed, packed_attention
 from honed.training.sft import load_training_model, train_model

@@ -310,3 +310,19 @@ def test_finetune_with_dpo_writes_reward_metrics(tmp_path, tiny_model_dir):
         if "val_loss" in row
     ]
     assert val_losses and all(math.isfinite(v) for v in val_losses)
+
+
+def test_validate_counts_pairs_and_the_memory_check_counts_both_sequences(
+    tmp_path, tiny_model_dir, tiny_tokenizer
+):
+    from honed.training.fit import workload_of
+    from honed.training.methods import validate
+
+    recipe = _recipe(tmp_path, tiny_model_dir, "train.batch_size=2", "train.packing=true")
+    report = validate(recipe, tiny_tokenizer)
+    pairs, _ = build_pairs(recipe, tiny_tokenizer, "train")
+    assert report["train"]["examples"] == len(pairs) == len(ROWS)
+    sequences = dpo.pair_sequences(pairs)
+    lengths = sorted((len(s.input_ids) for s in sequences), reverse=True)
+    workload = workload_of(sequences, recipe, "cpu", sequences_per_example=2)
+    assert workload.peak_positions == sum(lengths[:4])  # 2 pairs per micro-batch run 4 sequences

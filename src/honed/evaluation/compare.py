@@ -290,22 +290,27 @@ def _align(systems: Sequence[System]) -> list[list[dict]]:
 
 
 def _row_key(task: Task, scores: list[dict]) -> str:
-    """Return the per-row score key that stands for the primary metric: its own name, else the first key."""
+    """Return the per-row score key that stands for the primary metric: its own name, the task's
+    `row_metric` (perplexity is a corpus number; per row it is nll_per_token), else the first key."""
     first = scores[0]
     if task.primary_metric in first or not first:
         return task.primary_metric
-    return next(iter(first))
+    row_metric = getattr(task, "row_metric", None)
+    return row_metric if row_metric in first else next(iter(first))
 
 
-def _changes(key: str, a_rows: list[dict], b_rows: list[dict]) -> tuple[list[dict], int, int]:
+def _changes(
+    key: str, a_rows: list[dict], b_rows: list[dict], lower_is_better: bool = False
+) -> tuple[list[dict], int, int]:
     """Return (up to MAX_REGRESSIONS worst regressions, improvements count, regressions count)."""
+    sign = -1.0 if lower_is_better else 1.0
     worse, improved = [], 0
     for a_row, b_row in zip(a_rows, b_rows, strict=True):
         a_score, b_score = float(a_row["score"].get(key, 0.0)), float(b_row["score"].get(key, 0.0))
-        if b_score > a_score:
+        if sign * b_score > sign * a_score:
             improved += 1
-        elif b_score < a_score:
-            worse.append((a_score - b_score, a_row, b_row, a_score, b_score))
+        elif sign * b_score < sign * a_score:
+            worse.append((sign * (a_score - b_score), a_row, b_row, a_score, b_score))
     worse.sort(key=lambda item: -item[0])  # stable: ties keep index order
     listed = [
         {
@@ -398,7 +403,8 @@ def compare_systems(
             n: _difference(float(points[0][n]), float(points[k][n]), draws[0][n], draws[k][n], confidence)
             for n in names
         }
-        listed, improved, worse = _changes(key, aligned[0], aligned[k])
+        lower = key in getattr(task, "lower_is_better", ())
+        listed, improved, worse = _changes(key, aligned[0], aligned[k], lower)
         result["regressions"][labels[k]] = listed
         result["improvements_count"][labels[k]] = improved
         result["regressions_count"][labels[k]] = worse

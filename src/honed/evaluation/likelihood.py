@@ -62,6 +62,7 @@ class PerplexityTask:
 
     name = "perplexity"
     primary_metric = "perplexity"
+    row_metric = "nll_per_token"  # what stands for perplexity per row (regressions, by row)
     lower_is_better = frozenset({"perplexity", "nll_per_token"})
 
     def __init__(self, text_field: str = "text", max_seq_len: int = 1024) -> None:

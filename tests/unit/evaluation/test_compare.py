@@ -248,3 +248,30 @@ def test_write_comparison_writes_three_files(tmp_path):
     assert json.loads(paths["json"].read_text()) == result
     assert paths["md"].read_text().startswith("# Comparison: exact_match")
     assert "data:image/png;base64," in paths["html"].read_text()
+
+
+def test_lower_is_better_rows_count_a_drop_as_an_improvement():
+    """Perplexity: per row the score is nll_per_token, and a tuned model that lowers it everywhere has
+    no regressions (it once listed every row as one, the per-row key being read as higher-is-better)."""
+    from honed.evaluation.likelihood import PerplexityTask
+
+    task = PerplexityTask()
+
+    def rows(per_token: list[float]) -> list[dict]:
+        return [
+            {
+                "index": i,
+                "prompt": f"doc {i}",
+                "reference": "",
+                "prediction": "",
+                "slice": None,
+                "score": {"nll": 10 * v, "tokens": 10.0, "nll_per_token": v},
+            }
+            for i, v in enumerate(per_token)
+        ]
+
+    base, tuned = System("base", rows([2.5, 2.4, 2.0])), System("tuned", rows([2.2, 2.1, 2.1]))
+    result = compare_systems(task, [base, tuned], resamples=100)
+    assert result["improvements_count"]["tuned"] == 2
+    assert result["regressions_count"]["tuned"] == 1
+    assert [r["index"] for r in result["regressions"]["tuned"]] == [2]

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from honed.config.schema import Recipe
-from honed.data.dataset import SplitReport, iter_rows
+from honed.data.dataset import BadRows, SplitReport, iter_rows, split_source
 from honed.data.sources import read_rows
 from honed.data.tokenize import Encoded
 from honed.errors import DataError
@@ -121,24 +121,16 @@ def _split_blocks(recipe: Recipe, split: str, tokenizer, end_id: int) -> tuple[l
 def _documents(recipe: Recipe, split: str, report: SplitReport) -> Iterable[str]:
     """The split's document texts; a row without text is malformed (skipped or an error, as configured)."""
     field = recipe.cpt.text_field
-    bad = []
+    bad = BadRows(split_source(recipe.data, split)[0], recipe.data.on_bad_row)
     for row in iter_rows(recipe.data, split, report, raw=True):
         text = row.fields.get(field)
         if isinstance(text, str) and text.strip():
             yield text
             continue
-        message = f"{row.location}: no text in field {field!r} (fields: {', '.join(sorted(row.fields))})"
-        if recipe.data.on_bad_row == "skip":
-            report.skipped_bad_rows += 1
-            report.note(message)
-        else:
-            bad.append(message)
-    if bad:
-        raise DataError(
-            f"{len(bad)} rows without text:\n  "
-            + "\n  ".join(bad[:20])
-            + "\nSet cpt.text_field to the field holding the text, or data.on_bad_row: skip."
-        )
+        fields = ", ".join(sorted(row.fields))
+        message = f"{row.location}: no text in field {field!r} (fields: {fields}; set cpt.text_field)"
+        bad.add(report, message, None)
+    bad.raise_if_any("text")
 
 
 def _replay_blocks(recipe: Recipe, tokenizer, end_id: int, domain_blocks: int) -> list[Encoded]:

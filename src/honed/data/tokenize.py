@@ -38,6 +38,17 @@ def render_prompt(tokenizer, messages: list[dict[str, str]]) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+def chat_template_digest(tokenizer) -> str:
+    """sha256 of the tokenizer's chat template: training records it, export and serving check it, so a
+    model is never served or exported with a template other than the one it was trained with."""
+    import hashlib
+    import json
+
+    template = tokenizer.chat_template
+    text = template if isinstance(template, str) else json.dumps(template, sort_keys=True)
+    return hashlib.sha256((text or "").encode()).hexdigest()
+
+
 def render_conversation(tokenizer, messages: list[dict[str, str]]) -> str:
     """The whole conversation, answers included, as the chat template writes it."""
     return tokenizer.apply_chat_template(messages, tokenize=False)

@@ -20,7 +20,7 @@ import torch
 
 from honed.config.schema import Recipe
 from honed.data.cache import cached_examples
-from honed.data.tokenize import Encoded, render_masked
+from honed.data.tokenize import Encoded, chat_template_digest, render_masked
 from honed.data.versions import data_identity
 from honed.errors import ResourceError
 from honed.evaluation.evaluate import (
@@ -95,7 +95,15 @@ def finetune(
     _save_final(model, tokenizer, run_dir, recipe)
     trainable, total = count_parameters(model)
     (run_dir / "train.json").write_text(
-        json.dumps({**result.__dict__, "trainable_params": trainable, "total_params": total}, indent=2)
+        json.dumps(
+            {
+                **result.__dict__,
+                "trainable_params": trainable,
+                "total_params": total,
+                "chat_template_sha256": chat_template_digest(tokenizer),
+            },
+            indent=2,
+        )
     )
     score_tuned(model, tokenizer, recipe, run_dir, task, rows, progress)
     if method.after_training is not None and validation:

@@ -18,6 +18,8 @@ _API = {
     "evaluate_run": "honed.evaluation.evaluate",
     "export_merged": "honed.export.merged",
     "run_demo": "honed.demo.run",
+    "create_app": "honed.serve.app",
+    "run_server": "honed.serve.app",
 }
 
 __all__ = ["__version__", *_API]

@@ -22,13 +22,14 @@ from honed.cli import (
     export,
     models,
     select,
+    serve,
     train,
     tune_hp,
     validate,
 )
 from honed.errors import HonedError, TrainingInterrupted
 
-COMMANDS = [demo, models, select, data, estimate, train, tune_hp, validate, evaluate, compare, export]
+COMMANDS = [demo, models, select, data, estimate, train, tune_hp, validate, evaluate, compare, export, serve]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -47,7 +47,7 @@ def generate(
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     outputs: list[str] = [""] * len(prompts)
-    generator = _generator(sampling, next(model.parameters()).device)
+    generator = make_generator(sampling, next(model.parameters()).device)
     was_training = model.training
     model.eval()
     with tqdm(total=len(prompts), desc=desc, unit="row", disable=not progress, dynamic_ncols=True) as bar:
@@ -61,7 +61,7 @@ def generate(
     return outputs
 
 
-def _generator(sampling: Sampling, device) -> torch.Generator | None:
+def make_generator(sampling: Sampling, device) -> torch.Generator | None:
     if sampling.temperature <= 0:
         return None
     generator = torch.Generator(device=device)
@@ -83,7 +83,7 @@ class _Batch:
             generator,
         )
         self.device = next(model.parameters()).device
-        self.eos = _eos_ids(model, tokenizer)
+        self.eos = eos_ids(model, tokenizer)
         self.new_tokens: list[list[int]] = [[] for _ in prompts]
         self.texts: list[str | None] = [None] * len(prompts)
         width = max(len(p) for p in prompts)
@@ -125,15 +125,7 @@ class _Batch:
         return [text or "" for text in self.texts]
 
     def _pick(self, logits: torch.Tensor) -> torch.Tensor:
-        if self.generator is None:
-            return logits.argmax(dim=-1)
-        probs = torch.softmax(logits.float() / self.sampling.temperature, dim=-1)
-        if self.sampling.top_p < 1.0:
-            sorted_probs, sorted_ids = probs.sort(dim=-1, descending=True)
-            outside = sorted_probs.cumsum(-1) - sorted_probs > self.sampling.top_p
-            sorted_probs = sorted_probs.masked_fill(outside, 0.0)
-            probs = torch.zeros_like(probs).scatter(-1, sorted_ids, sorted_probs)
-        return torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
+        return pick_tokens(logits, self.sampling, self.generator)
 
     def _record(self, chosen: list[int]) -> list[int]:
         """Append each alive row's token; return the batch positions that go on."""
@@ -165,7 +157,21 @@ class _Batch:
         return text.strip()
 
 
-def _eos_ids(model, tokenizer) -> set[int]:
+def pick_tokens(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> torch.Tensor:
+    """The next token of each row of `logits` (rows x vocab): argmax, or a draw from the temperature-scaled
+    distribution cut to its top-p nucleus when `generator` is given."""
+    if generator is None or sampling.temperature <= 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)
+    if sampling.top_p < 1.0:
+        sorted_probs, sorted_ids = probs.sort(dim=-1, descending=True)
+        outside = sorted_probs.cumsum(-1) - sorted_probs > sampling.top_p
+        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, sorted_ids, sorted_probs)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def eos_ids(model, tokenizer) -> set[int]:
     """Every token id that ends a turn: the tokenizer's eos plus the model's generation config eos."""
     ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
     config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from honed.data.tokenize import IGNORE, encode_example, render_prompt
-from honed.evaluation.generate import _eos_ids
+from honed.evaluation.generate import eos_ids
 from honed.models.load import FALLBACK_CHAT_TEMPLATE, GEMMA_CHAT_TEMPLATE, load_tokenizer
 from honed.models.tiny import build_tiny_tokenizer
 
@@ -72,7 +72,7 @@ def test_gemma_turns_end_training_labels_and_generation(gemma_tokenizer) -> None
     end_of_turn = gemma_tokenizer.convert_tokens_to_ids("<end_of_turn>")
     assert gemma_tokenizer.eos_token == "<end_of_turn>"
     model = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=1))  # Gemma's config: <eos>
-    assert _eos_ids(model, gemma_tokenizer) == {1, end_of_turn}  # generation stops at either
+    assert eos_ids(model, gemma_tokenizer) == {1, end_of_turn}  # generation stops at either
     assert gemma_tokenizer.pad_token == "<pad>"  # the tokenizer's own pad is kept
     encoded = encode_example(gemma_tokenizer, CHAT)
     trained = [label for label in encoded.labels if label != IGNORE]

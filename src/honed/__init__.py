@@ -20,6 +20,7 @@ _API = {
     "run_demo": "honed.demo.run",
     "create_app": "honed.serve.app",
     "run_server": "honed.serve.app",
+    "export_feedback": "honed.feedback.export",
 }
 
 __all__ = ["__version__", *_API]

@@ -35,3 +35,7 @@ class ExportError(HonedError):
 
 class ResourceError(HonedError):
     """The run needs more memory than the device has; the message names the cheapest change that fits."""
+
+
+class NotFoundError(HonedError):
+    """A named thing (request, model, run) does not exist."""

@@ -20,6 +20,7 @@ from honed.cli import (
     estimate,
     evaluate,
     export,
+    feedback,
     models,
     select,
     serve,
@@ -29,7 +30,21 @@ from honed.cli import (
 )
 from honed.errors import HonedError, TrainingInterrupted
 
-COMMANDS = [demo, models, select, data, estimate, train, tune_hp, validate, evaluate, compare, export, serve]
+COMMANDS = [
+    demo,
+    models,
+    select,
+    data,
+    estimate,
+    train,
+    tune_hp,
+    validate,
+    evaluate,
+    compare,
+    export,
+    serve,
+    feedback,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,6 +6,7 @@ pydantic's errors into one message listing every problem with a "did you mean" s
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -258,6 +259,18 @@ class LoraConfig(_Strict):
         False,
         description="rsLoRA: scale the update by alpha / sqrt(r) instead of alpha / r (steadier at high r).",
     )
+    init_from: str | None = Field(
+        None,
+        description="A PEFT adapter folder (e.g. runs/<id>/final/adapter) to continue training from instead "
+        "of a fresh adapter; its r/alpha/targets (and DoRA, rsLoRA) win over lora.*, lora.dropout still "
+        "applies. A relative path is taken from the working directory and stored absolute.",
+    )
+
+    @field_validator("init_from")
+    @classmethod
+    def _absolute_init_from(cls, value: str | None) -> str | None:
+        # Stored absolute, so the run's saved recipe (and `--resume`) work from any directory.
+        return os.path.abspath(os.path.expanduser(value)) if value else value
 
 
 class CptConfig(_Strict):
@@ -487,6 +500,15 @@ class Recipe(_Strict):
     def _distill_has_teacher(self) -> Recipe:
         if self.method == "distill" and self.distill is None:
             raise ValueError("method 'distill' needs a distill section with at least distill.teacher")
+        return self
+
+    @model_validator(mode="after")
+    def _init_from_needs_adapter(self) -> Recipe:
+        if self.lora.init_from and self.adapter == "full":
+            raise ValueError(
+                "lora.init_from continues a LoRA adapter, but adapter is 'full': use adapter lora or qlora, "
+                "or, to continue a full fine-tune, set model.base to its runs/<id>/final/model"
+            )
         return self
 
     @model_validator(mode="after")

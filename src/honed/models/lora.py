@@ -7,12 +7,18 @@ PEFT swaps the targeted linear modules for LoRA modules (no model subclassing), 
 from __future__ import annotations
 
 import functools
+import json
+import logging
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from honed.config.schema import LoraConfig
+from honed.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 def apply_lora(model, cfg: LoraConfig, seed: int, fuse_dropout: bool = True):
@@ -112,3 +118,88 @@ def fuse_lora_dropout(model) -> int:
                 dropouts[name] = torch.nn.Identity()
                 fused += 1
     return fused
+
+
+def continue_adapter(model, cfg: LoraConfig, seed: int):
+    """Load the PEFT LoRA adapter in `cfg.init_from` onto `model`, trainable, to train it further.
+
+    The adapter's own r, alpha, targets, DoRA and rsLoRA are kept (its weights only fit its shape);
+    `cfg.dropout` replaces its dropout, which is fused on CPU as for a fresh adapter. Raises ConfigError
+    when the folder holds no LoRA adapter or the adapter's shapes do not fit `model`.
+    """
+    from peft import PeftModel
+
+    folder = Path(cfg.init_from or "")
+    peft_cfg = read_adapter_config(folder)
+    _check_adapter_fits(model, folder, peft_cfg)
+    peft_cfg.lora_dropout = cfg.dropout
+    torch.manual_seed(seed)  # what a fresh adapter's init would consume; keeps dropout masks repeatable
+    model = PeftModel.from_pretrained(model, folder, is_trainable=True, config=peft_cfg)
+    if not peft_cfg.use_dora:  # as apply_lora: DoRA reuses the dropped input, keep PEFT's path
+        fuse_lora_dropout(model)
+    log.info("continuing the adapter in %s (r=%d, alpha=%g)", folder, peft_cfg.r, peft_cfg.lora_alpha)
+    return model
+
+
+def read_adapter_config(folder: Path):
+    """The LoRA config of the adapter saved in `folder` (adapter_config.json + safetensors weights), or a
+    ConfigError naming what is missing."""
+    from peft import LoraConfig as PeftLoraConfig
+
+    where = f"lora.init_from: {folder}"
+    if not folder.is_dir():
+        raise ConfigError(
+            f"{where} is not a folder; expected a run's adapter folder, runs/<id>/final/adapter"
+        )
+    if not (folder / "adapter_config.json").is_file():
+        hint = (
+            "; this is a full model: set it as model.base instead (and drop lora.init_from)"
+            if (folder / "config.json").is_file()
+            else ""
+        )
+        raise ConfigError(
+            f"{where} holds no adapter_config.json, so it is not a PEFT adapter folder (expected "
+            f"runs/<id>/final/adapter){hint}"
+        )
+    raw = json.loads((folder / "adapter_config.json").read_text())
+    if raw.get("peft_type") != "LORA":
+        raise ConfigError(f"{where} holds a {raw.get('peft_type')} adapter; only LoRA adapters continue")
+    if not (folder / "adapter_model.safetensors").is_file():
+        raise ConfigError(f"{where} has no adapter_model.safetensors (honed loads no pickled weights)")
+    return PeftLoraConfig.from_pretrained(folder)
+
+
+def _check_adapter_fits(model, folder: Path, peft_cfg) -> None:
+    """ConfigError unless every saved LoRA pair fits the module it adapts in `model` (same base shape)."""
+    modules = dict(model.named_modules())
+    problems = []
+    for name, (n_in, n_out) in _adapter_shapes(folder).items():
+        module = modules.get(name)
+        if module is None:
+            problems.append(f"{name}: not in the model")
+            continue
+        want = (getattr(module, "in_features", n_in), getattr(module, "out_features", n_out))
+        if (n_in, n_out) != want:
+            problems.append(f"{name}: adapter {n_in} -> {n_out}, model {want[0]} -> {want[1]}")
+    if problems:
+        listed = "; ".join(problems[:3]) + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
+        raise ConfigError(
+            f"lora.init_from: the adapter in {folder} was trained on {peft_cfg.base_model_name_or_path!r}, "
+            f"whose shapes differ from model.base: {listed}; set model.base to the adapter's base model"
+        )
+
+
+def _adapter_shapes(folder: Path) -> dict[str, tuple[int, int]]:
+    """Adapted module name (as in the bare model) -> (in, out) features, from the saved lora_A/lora_B
+    shapes, read without loading the weights."""
+    from safetensors import safe_open
+
+    shapes: dict[str, list[int]] = {}
+    with safe_open(folder / "adapter_model.safetensors", framework="pt") as saved:
+        for key in saved.keys():
+            name, _, part = key.removeprefix("base_model.model.").rpartition(".lora_")
+            if part in ("A.weight", "B.weight"):
+                shape = saved.get_slice(key).get_shape()
+                found = shapes.setdefault(name, [0, 0])
+                found[part == "B.weight"] = shape[1] if part == "A.weight" else shape[0]
+    return {name: (n_in, n_out) for name, (n_in, n_out) in shapes.items()}

@@ -22,7 +22,7 @@ from honed.config.schema import Recipe
 from honed.data.cache import cached_examples
 from honed.data.tokenize import Encoded, chat_template_digest, render_masked
 from honed.data.versions import data_identity
-from honed.errors import ResourceError
+from honed.errors import ConfigError, ResourceError
 from honed.evaluation.evaluate import (
     BASE,
     FEW_SHOT,
@@ -35,7 +35,7 @@ from honed.evaluation.evaluate import (
 )
 from honed.evaluation.report import write_report
 from honed.models.load import load_model, load_tokenizer, resolve_base, resolve_device, resolve_dtype
-from honed.models.lora import apply_lora, count_parameters
+from honed.models.lora import apply_lora, continue_adapter, count_parameters, read_adapter_config
 from honed.training.fit import check_fit
 from honed.training.loop import LoopResult, OnValidation, train_loop
 from honed.training.methods import Method, get_method
@@ -114,6 +114,8 @@ def finetune(
 
 
 def _check_adapter_backend(recipe: Recipe) -> None:
+    if recipe.lora.init_from and recipe.adapter != "full":
+        read_adapter_config(Path(recipe.lora.init_from))  # a wrong folder fails now, not after base eval
     if recipe.adapter == "qlora":
         from honed.models.quantize import check_backend
 
@@ -209,8 +211,10 @@ def _data_sources(recipe: Recipe) -> dict:
 
 
 def prepare_model(model, recipe: Recipe):
-    """LoRA: wrap in a PEFT adapter; full: every weight trainable."""
+    """LoRA: wrap in a fresh PEFT adapter, or the one in `lora.init_from`; full: every weight trainable."""
     if recipe.adapter in ("lora", "qlora"):
+        if recipe.lora.init_from:
+            return continue_adapter(model, recipe.lora, recipe.train.seed)
         return apply_lora(model, recipe.lora, recipe.train.seed)
     model.requires_grad_(True)
     return model
@@ -230,7 +234,6 @@ def load_tuned(run_dir: Path, recipe: Recipe):
     A qlora run's adapter is put on the float base, not the 4-bit one it trained on: that is the model
     `honed export --merged` writes and a server loads the adapter onto, and it needs no bitsandbytes. It
     differs from the model the run scored at the end of training by the base's quantisation error."""
-    from honed.errors import ConfigError
 
     device = resolve_device(recipe.train.device)
     dtype = resolve_dtype(recipe.model.dtype, device)

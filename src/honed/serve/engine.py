@@ -175,6 +175,17 @@ class Engine:
             if row.finish is None and self._expired(row.request, now):
                 row.finish = "timeout"
         self._drop_finished()
+        self._sweep_waiting(now)
+
+    def _sweep_waiting(self, now: float) -> None:
+        """Answer the waiting requests whose deadline passed while the batch was full."""
+        limit = self.settings.request_timeout_s
+        with self._wake:
+            late = [r for r in self._waiting if r.cancelled or now - r.submitted_s > limit]
+            for request in late:
+                self._waiting.remove(request)
+        for request in late:
+            self._expired(request, now)
 
     def _drop_finished(self) -> None:
         running = self._running

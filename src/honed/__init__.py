@@ -17,6 +17,7 @@ _API = {
     "finetune": "honed.training.sft",
     "evaluate_run": "honed.evaluation.evaluate",
     "export_merged": "honed.export.merged",
+    "export_gguf": "honed.export.gguf",
     "run_demo": "honed.demo.run",
     "create_app": "honed.serve.app",
     "run_server": "honed.serve.app",

@@ -85,7 +85,7 @@ def _configure_output(quiet: bool) -> None:
     logging.basicConfig(
         level=logging.WARNING if quiet else logging.INFO, format="honed: %(message)s", stream=sys.stderr
     )
-    for noisy in ("httpx", "huggingface_hub", "transformers", "peft", "sqlglot"):
+    for noisy in ("httpx", "huggingface_hub", "transformers", "peft", "sqlglot", "gguf"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="(transformers|peft|torch)")

@@ -57,6 +57,31 @@ def tiny_recipe(tiny_model_dir, demo_dir, tmp_path):
 
 
 @pytest.fixture(scope="session")
+def make_tiny_run(tiny_model_dir, demo_dir, tmp_path_factory):
+    """A factory of finished tiny demo runs, for tests that only read a run (serve, export, feedback):
+    `make_tiny_run("old", "train.lr=1e-2")` trains, scores and returns runs/<name> in its own folder."""
+    from honed.config.load import load_recipe
+    from honed.demo.data import demo_recipe_dict
+    from honed.training.sft import finetune
+
+    def make(name: str, *overrides: str) -> Path:
+        base = [
+            f"model.base={tiny_model_dir}",
+            f"output.runs_dir={tmp_path_factory.mktemp('runs')}",
+            f"output.run_name={name}",
+            "data.max_seq_len=1024",
+            "train.threads=2",
+            "eval.base=false",
+            "eval.max_rows=4",
+            "eval.max_new_tokens=4",
+        ]
+        recipe = load_recipe(base=demo_recipe_dict(demo_dir), overrides=[*base, *overrides])
+        return finetune(recipe, progress=False)
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(

@@ -16,29 +16,11 @@ from honed.serve.app import BackgroundServer, ServeSettings, create_app
 
 
 @pytest.fixture(scope="module")
-def two_runs(tiny_model_dir, demo_dir, tmp_path_factory):
+def two_runs(make_tiny_run):
     """Two finished tiny runs with different adapters on the same base."""
-    from honed.config.load import load_recipe
-    from honed.demo.data import demo_recipe_dict
-    from honed.training.sft import finetune
-
-    runs_dir = tmp_path_factory.mktemp("runs")
     runs = []
     for seed in (1, 2):
-        overrides = [
-            f"model.base={tiny_model_dir}",
-            f"output.runs_dir={runs_dir}",
-            f"output.run_name=run{seed}",
-            "data.max_seq_len=1024",
-            "train.max_steps=3",
-            "train.lr=3e-2",
-            f"train.seed={seed}",
-            "eval.max_rows=2",
-            "eval.max_new_tokens=2",
-            "eval.base=false",
-            "train.threads=2",
-        ]
-        run_dir = finetune(load_recipe(base=demo_recipe_dict(demo_dir), overrides=overrides), progress=False)
+        run_dir = make_tiny_run(f"run{seed}", "train.max_steps=3", "train.lr=3e-2", f"train.seed={seed}")
         _randomize_adapter(run_dir / "final" / "adapter", seed)
         runs.append(run_dir)
     return runs
@@ -65,6 +47,7 @@ def server(two_runs, tmp_path_factory):
     settings = ServeSettings(store=f"sqlite:///{store}", max_batch_size=8)
     app = create_app([f"alpha={two_runs[0]}", f"beta={two_runs[1]}"], settings)
     with BackgroundServer(app) as running:
+        running.store_url = settings.store
         yield running
 
 
@@ -184,6 +167,26 @@ def test_feedback_round_trip(client, server):
     assert status == 404 and "chatcmpl-nope" in answer["error"]["message"]
     status, answer = _post(server, "/v1/feedback", {"request_id": reply.id, "rating": 5})
     assert status == 400 and answer["error"]["param"] == "rating"
+
+
+def test_served_feedback_becomes_training_data(client, server, two_runs, tmp_path):
+    """The whole loop on a live server: an answer, a correction posted over HTTP, then the dataset."""
+    from honed.feedback.export import export_feedback
+
+    reply = _chat(client, "alpha", "Three hot mochas, large")
+    correction = "order(drink[mocha], size[large], quantity[3], temperature[hot])"
+    assert (
+        _post(server, "/v1/feedback", {"request_id": reply.id, "rating": -1, "correction": correction})[0]
+        == 200
+    )
+    report = export_feedback(server.store_url, two_runs[0], tmp_path / "out", model="alpha")
+    train = [json.loads(line) for line in (tmp_path / "out" / "train.jsonl").read_text().splitlines()]
+    pairs = [json.loads(line) for line in (tmp_path / "out" / "preference.jsonl").read_text().splitlines()]
+    targets = [row["messages"][-1]["content"] for row in train]
+    assert correction in targets
+    pair = next(p for p in pairs if p["chosen"] == correction)
+    assert pair["rejected"] == reply.choices[0].message.content
+    assert (tmp_path / "out" / "retrain.yaml").is_file() and report
 
 
 def test_full_queue_answers_429(two_runs, tmp_path):

@@ -84,6 +84,7 @@ class _Batch:
         )
         self.device = next(model.parameters()).device
         self.eos = eos_ids(model, tokenizer)
+        self.cache_key = cache_argument(model)
         self.new_tokens: list[list[int]] = [[] for _ in prompts]
         self.texts: list[str | None] = [None] * len(prompts)
         width = max(len(p) for p in prompts)
@@ -104,9 +105,9 @@ class _Batch:
                 input_ids=tokens,
                 attention_mask=self.mask,
                 position_ids=positions,
-                past_key_values=cache,
                 use_cache=True,
                 logits_to_keep=1,
+                **{self.cache_key: cache},
             ).logits[:, -1]
             chosen = self._pick(logits)
             keep = self._record(chosen.tolist())
@@ -155,6 +156,15 @@ class _Batch:
             if cut >= 0:
                 text = text[:cut]
         return text.strip()
+
+
+def cache_argument(model) -> str:
+    """The keyword the model's forward takes its KV cache by: `cache` since transformers renamed
+    `past_key_values` (the old name is deprecated and announced to go in 5.40), the old name before."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
 
 
 def pick_tokens(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> torch.Tensor:

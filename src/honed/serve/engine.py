@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from honed.errors import HonedError
-from honed.evaluation.generate import Sampling, eos_ids, make_generator, pick_tokens
+from honed.evaluation.generate import Sampling, cache_argument, eos_ids, make_generator, pick_tokens
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ class Engine:
         self.adapters = set(adapters or [])  # the adapter names requests may pick, BASE_ADAPTER aside
         self.device = next(model.parameters()).device
         self.eos = eos_ids(model, tokenizer)
+        self.cache_key = cache_argument(model)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self._waiting: collections.deque[GenerationRequest] = collections.deque()
         self._wake = threading.Condition()
@@ -248,7 +249,7 @@ class _Running:
         self._forward_and_pick(engine)
 
     def _forward_and_pick(self, engine: Engine) -> None:
-        kwargs = {}
+        kwargs = {engine.cache_key: self.cache}
         if engine.adapters:
             kwargs["adapter_names"] = [row.request.adapter for row in self.rows]
         with torch.no_grad():
@@ -256,7 +257,6 @@ class _Running:
                 input_ids=self.tokens,
                 attention_mask=self.mask,
                 position_ids=self.positions,
-                past_key_values=self.cache,
                 use_cache=True,
                 logits_to_keep=1,
                 **kwargs,

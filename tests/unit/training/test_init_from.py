@@ -20,26 +20,10 @@ ADAPTER = "final/adapter/adapter_model.safetensors"
 
 
 @pytest.fixture(scope="module")
-def old_run(tiny_model_dir, demo_dir, tmp_path_factory) -> Path:
+def old_run(make_tiny_run) -> Path:
     """A finished tiny run with a rank-4 adapter trained away from its zero-initialised B (one per module:
     the tests only read it)."""
-    from honed.config.load import load_recipe
-    from honed.demo.data import demo_recipe_dict
-
-    overrides = [
-        f"model.base={tiny_model_dir}",
-        f"output.runs_dir={tmp_path_factory.mktemp('old-runs')}",
-        "output.run_name=old",
-        "data.max_seq_len=1024",
-        "train.max_steps=2",
-        "train.lr=1e-2",
-        "train.threads=2",
-        "lora.r=4",
-        "eval.base=false",
-        "eval.max_rows=4",
-        "eval.max_new_tokens=4",
-    ]
-    return finetune(load_recipe(base=demo_recipe_dict(demo_dir), overrides=overrides), progress=False)
+    return make_tiny_run("old", "train.max_steps=2", "train.lr=1e-2", "lora.r=4")
 
 
 def _saved_name(name: str) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from honed.cli.feedback import DEFAULT_STORE  # one default for the server and `honed feedback`
+
 
 def add_parser(sub) -> None:
     parser = sub.add_parser(
@@ -40,7 +42,7 @@ def add_parser(sub) -> None:
     )
     parser.add_argument(
         "--store",
-        default="sqlite:///feedback.db",
+        default=DEFAULT_STORE,
         help="Where requests, answers and feedback are kept: a SQLAlchemy URL (sqlite:///feedback.db, "
         "postgresql+psycopg://user@host/db) or a .db path; 'off' stores nothing.",
     )

@@ -21,15 +21,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from honed.errors import HonedError
+from honed.errors import HonedError, NotFoundError
 from honed.serve.completions import ApiError, CompletionService
 from honed.serve.engine import Engine, EngineSettings, QueueFull
 from honed.serve.metrics import ServerMetrics
 from honed.serve.protocol import ChatCompletionRequest, CompletionRequest, FeedbackRequest, error_body
+from honed.serve.store import DEFAULT_STORE
 
 log = logging.getLogger(__name__)
-
-DEFAULT_STORE = "sqlite:///feedback.db"
 
 
 @dataclass(frozen=True)
@@ -91,7 +90,7 @@ def build_app(served, engine: Engine, store, settings: ServeSettings) -> FastAPI
 
     @app.exception_handler(HonedError)
     async def _honed_error(_request: Request, exc: HonedError):
-        status = 404 if type(exc).__name__ == "NotFoundError" else 400
+        status = 404 if isinstance(exc, NotFoundError) else 400
         return JSONResponse(error_body(str(exc), "invalid_request_error", None, str(status)), status)
 
     @app.exception_handler(RequestValidationError)

@@ -14,18 +14,30 @@ from honed.models.load import FALLBACK_CHAT_TEMPLATE
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
-def build_tiny_tokenizer():
-    """A byte-level BPE tokenizer with no merges (one token per byte) plus ChatML special tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+def build_tiny_tokenizer(train_text: list[str] | None = None, vocab_size: int = 420):
+    """A byte-level BPE tokenizer plus ChatML special tokens: with no merges (one token per byte), or with
+    merges trained on `train_text` up to `vocab_size` tokens (deterministic), as GGUF export needs."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     byte_alphabet = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
-    for ch in sorted(byte_alphabet):
-        vocab[ch] = len(vocab)
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    if train_text is None:
+        vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
+        for ch in sorted(byte_alphabet):
+            vocab[ch] = len(vocab)
+        backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    else:
+        backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     backend.decoder = decoders.ByteLevel()
+    if train_text is not None:
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=SPECIAL_TOKENS,
+            initial_alphabet=byte_alphabet,
+            show_progress=False,
+        )
+        backend.train_from_iterator(train_text, trainer)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         eos_token="<|im_end|>",
@@ -39,14 +51,22 @@ def build_tiny_tokenizer():
 
 
 def build_tiny_model(
-    folder: Path, *, hidden_size: int = 32, layers: int = 2, seed: int = 0, tie_word_embeddings: bool = False
+    folder: Path,
+    *,
+    hidden_size: int = 32,
+    layers: int = 2,
+    seed: int = 0,
+    tie_word_embeddings: bool = False,
+    tokenizer=None,
+    config_class: str = "LlamaConfig",
 ) -> Path:
-    """Write a tiny random LlamaForCausalLM + tokenizer to `folder` (safetensors) and return the folder."""
+    """Write a tiny random decoder (a Llama unless `config_class` names another transformers config) with
+    `tokenizer` (default: the byte tokenizer) to `folder` (safetensors) and return the folder."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    import transformers
 
-    tokenizer = build_tiny_tokenizer()
-    config = LlamaConfig(
+    tokenizer = tokenizer or build_tiny_tokenizer()
+    config = getattr(transformers, config_class)(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
         intermediate_size=2 * hidden_size,
@@ -60,7 +80,7 @@ def build_tiny_model(
         bos_token_id=tokenizer.bos_token_id,
     )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
+    model = transformers.AutoModelForCausalLM.from_config(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     folder = Path(folder)

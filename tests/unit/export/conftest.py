@@ -23,60 +23,19 @@ TEXT = [
 
 def build_bpe_tokenizer(vocab_size: int = 420):
     """A byte-level BPE trained on TEXT, with ChatML special tokens and template (deterministic)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from honed.models.tiny import build_tiny_tokenizer
 
-    from honed.models.load import FALLBACK_CHAT_TEMPLATE
-    from honed.models.tiny import SPECIAL_TOKENS
-
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    backend.train_from_iterator(TEXT * 4, trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        eos_token="<|im_end|>",
-        pad_token="<|im_end|>",
-        bos_token="<|im_start|>",
-        unk_token="<|endoftext|>",
-    )
-    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
-    tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
-    return tokenizer
+    return build_tiny_tokenizer(TEXT * 4, vocab_size)
 
 
 def build_model(folder: Path, config_class: str = "LlamaConfig", tie_word_embeddings: bool = False) -> Path:
     """A 2-layer, 32-wide random decoder (llama or another family) with the BPE tokenizer, in safetensors."""
-    import torch
-    import transformers
+    from honed.models.tiny import build_tiny_model
 
     tokenizer = build_bpe_tokenizer()
-    config = getattr(transformers, config_class)(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        tie_word_embeddings=tie_word_embeddings,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
+    return build_tiny_model(
+        folder, tie_word_embeddings=tie_word_embeddings, tokenizer=tokenizer, config_class=config_class
     )
-    torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="session")

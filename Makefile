@@ -19,12 +19,17 @@ install: $(BIN)/honed
 demo: install
 	$(BIN)/honed demo
 
+# The layering contracts and the type check first (seconds), then the tests.
 test: install
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 lint: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) runs

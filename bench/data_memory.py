@@ -236,7 +236,8 @@ def _warm_embedded_model() -> None:
 
 def stream_rows(path: str) -> dict:
     """The plain streaming path over every row (format check, cleaning, PII scan), keeping nothing."""
-    from honed.config.schema import DataConfig, PrepareConfig
+    from honed.config.prepare import PrepareConfig
+    from honed.config.schema import DataConfig
     from honed.data.clean import clean_value, length_problem
     from honed.data.formats import RowError, check_row, row_text
     from honed.data.pii import scrub

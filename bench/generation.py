@@ -32,7 +32,7 @@ def main() -> None:
     from honed.data.dataset import load_eval_rows
     from honed.data.tokenize import render_prompt
     from honed.demo.data import demo_recipe_dict, write_demo_data
-    from honed.evaluation.generate import generate
+    from honed.models.decoding import generate
     from honed.models.load import EMBEDDED, load_model, load_tokenizer, resolve_base
 
     hf_logging.disable_progress_bar()

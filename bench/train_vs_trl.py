@@ -134,7 +134,7 @@ def describe(tool: str, r: dict) -> str:
 
 def matmul_peak_gflops(device: str) -> float:
     """Best fp32 (bf16 on CUDA) matmul throughput over a few shapes, this model's among them."""
-    from honed.training.calibrate import matmul_peak_flops
+    from honed.sizing.calibrate import matmul_peak_flops
 
     return matmul_peak_flops(device) / 1e9
 
@@ -209,7 +209,7 @@ def _location_overrides(args) -> list[str]:
 
 
 def _train_honed(model, tokenizer, train, recipe):
-    from honed.training.sft import train_model
+    from honed.pipeline.finetune import train_model
 
     run_dir = Path(tempfile.mkdtemp(prefix="honed-bench-"))
     model, result = train_model(model, tokenizer, train, None, recipe, run_dir, progress=False)
@@ -270,8 +270,8 @@ def _validation_loss(model, tokenizer, validation, device) -> float:
     """Mean NLL of the answer tokens of the validation rows: the same function for both tools."""
     import functools
 
+    from honed.models.nll import collate, completion_loss
     from honed.training.loop import evaluate_loss
-    from honed.training.loss import collate, completion_loss
 
     batcher = functools.partial(collate, pad_id=tokenizer.pad_token_id, device=device)
     return evaluate_loss(model, validation, completion_loss, batcher, batch_size=8)
@@ -285,7 +285,7 @@ def _model_flops(model, train) -> float:
     backward); the output projection only where a label is (4 x vocab x hidden per labelled token: forward
     and input gradient; the head is frozen under LoRA).
     """
-    from honed.training.loss import causal_lm
+    from honed.models.nll import causal_lm
 
     lm = causal_lm(model)
     cfg = lm.config

@@ -62,7 +62,7 @@ def make_tiny_run(tiny_model_dir, demo_dir, tmp_path_factory):
     `make_tiny_run("old", "train.lr=1e-2")` trains, scores and returns runs/<name> in its own folder."""
     from honed.config.load import load_recipe
     from honed.demo.data import demo_recipe_dict
-    from honed.training.sft import finetune
+    from honed.pipeline.finetune import finetune
 
     def make(name: str, *overrides: str) -> Path:
         base = [

@@ -7,15 +7,16 @@ use (heavy imports such as torch happen then), so `import honed` and `honed --he
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
-__version__ = "0.1.0"
+from honed._version import __version__
 
 # public name -> module that defines it
 _API = {
     "load_recipe": "honed.config.load",
-    "validate": "honed.training.methods",
-    "finetune": "honed.training.sft",
-    "evaluate_run": "honed.evaluation.evaluate",
+    "validate": "honed.methods.base",
+    "finetune": "honed.pipeline.finetune",
+    "evaluate_run": "honed.evaluation.run",
     "export_merged": "honed.export.merged",
     "export_gguf": "honed.export.gguf",
     "run_demo": "honed.demo.run",
@@ -27,7 +28,7 @@ _API = {
 __all__ = ["__version__", *_API]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name not in _API:
         raise AttributeError(f"module 'honed' has no attribute {name!r}")
     return getattr(importlib.import_module(_API[name]), name)

@@ -9,8 +9,8 @@ import pytest
 
 from honed.cli.main import main
 from honed.demo.data import DEMO_INSTRUCTION
+from honed.pipeline.finetune import finetune
 from honed.serve.store import RequestStore, ServedRequest
-from honed.training.sft import finetune
 
 
 def _served(i: int, message: str, response: str, model: str = "demo") -> ServedRequest:

@@ -37,7 +37,7 @@ def test_estimate_json_without_calibration(recipe_file: Path, capsys) -> None:
 def test_train_refuses_a_run_that_does_not_fit_and_force_overrides(
     recipe_file: Path, monkeypatch, capsys
 ) -> None:
-    monkeypatch.setattr("honed.training.calibrate.available_bytes", lambda device: 64 * 1024**2)
+    monkeypatch.setattr("honed.sizing.fit.available_bytes", lambda device: 64 * 1024**2)
     assert main(["-q", "train", str(recipe_file)]) == 2
     err = capsys.readouterr().err
     assert "error: this run needs about" in err and "--force" in err

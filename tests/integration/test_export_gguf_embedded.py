@@ -13,7 +13,7 @@ from honed.config.load import load_recipe
 from honed.demo.data import demo_recipe_dict
 from honed.export.gguf import export_gguf
 from honed.export.parity import F16_MAX_LOGIT_DIFF, Q8_0_MIN_GREEDY_AGREEMENT
-from honed.training.sft import finetune
+from honed.pipeline.finetune import finetune
 
 # Per-model facts the reference carries that an export of a run states differently or not at all.
 RUN_SPECIFIC = {

@@ -9,7 +9,7 @@ from pathlib import Path
 from honed.cli._common import add_task_files, show_progress
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "compare",
         help="Compare runs or models on the same rows, with confidence intervals.",
@@ -36,6 +36,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported here, not at module level: keeps `honed --help` fast
     from honed.config.load import load_recipe
     from honed.evaluation.compare_render import render_markdown
     from honed.evaluation.systems import compare

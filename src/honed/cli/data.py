@@ -5,18 +5,23 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from honed.cli._common import add_overrides, show_progress
 
+if TYPE_CHECKING:  # types only: keeps `honed --help` fast
+    from transformers import PreTrainedTokenizerBase
 
-def add_parser(sub) -> None:
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("data", help="Inspect data files and prepare versioned datasets.")
     data_sub = parser.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     _add_inspect(data_sub)
     _add_prepare(data_sub)
 
 
-def _add_inspect(sub) -> None:
+def _add_inspect(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "inspect",
         help="Rows, format, token lengths, duplicates, PII and a rendered example of a data file.",
@@ -43,7 +48,7 @@ def _add_inspect(sub) -> None:
     parser.set_defaults(run=run_inspect)
 
 
-def _add_prepare(sub) -> None:
+def _add_prepare(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "prepare",
         help="Clean, deduplicate, scrub PII, split and leakage-check a recipe's data into a "
@@ -61,8 +66,10 @@ def _add_prepare(sub) -> None:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
+    # imported here, not at module level: keeps `honed --help` fast
     from honed.config.load import load_recipe
-    from honed.config.schema import DataConfig, PrepareConfig
+    from honed.config.prepare import PrepareConfig
+    from honed.config.schema import DataConfig
     from honed.data.inspect import inspect_source
 
     started = time.perf_counter()
@@ -87,6 +94,7 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 
 def run_prepare(args: argparse.Namespace) -> int:
+    # imported here, not at module level: keeps `honed --help` fast
     from honed.config.load import load_recipe
     from honed.data.prepare import prepare
 
@@ -105,13 +113,14 @@ def run_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _tokenizer(base: str):
+def _tokenizer(base: str) -> PreTrainedTokenizerBase:
+    # imported here, not at module level: keeps `honed --help` fast
     from honed.models.load import load_tokenizer, resolve_base
 
     return load_tokenizer(resolve_base(base).folder)
 
 
-def render_inspect(report: dict) -> str:
+def render_inspect(report: dict[str, Any]) -> str:
     """The inspect report as text for a terminal."""
     lines = [f"{report['source']}: {report['rows']} rows, format {report['format'] or 'not detected'}"]
     if report["format_note"]:
@@ -145,7 +154,7 @@ def render_inspect(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _render_tokens(report: dict) -> list[str]:
+def _render_tokens(report: dict[str, Any]) -> list[str]:
     tokens = report["tokens"]
     if "rows" not in tokens:
         return []
@@ -167,7 +176,7 @@ def _render_tokens(report: dict) -> list[str]:
     return lines
 
 
-def render_prepare(folder, manifest: dict, reused: bool) -> str:
+def render_prepare(folder: Path, manifest: dict[str, Any], reused: bool) -> str:
     """The prepare manifest as text: what each step did, per split."""
     state = "already prepared (same content)" if reused else "written"
     lines = [f"{folder}: {state}, content hash {manifest['content_hash'][:12]}, format {manifest['format']}"]

@@ -8,7 +8,7 @@ import time
 from honed.cli._common import add_overrides, show_progress
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "demo",
         help="Fine-tune the embedded model on a demo task and compare with the base.",
@@ -22,6 +22,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported here, not at module level: keeps `honed --help` fast
     from honed.cli.evaluate import print_scores
     from honed.demo.run import run_demo
 

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
 
 from honed.cli._common import add_overrides, add_task_files
 
+if TYPE_CHECKING:  # types only: keeps `honed --help` fast
+    from honed.config.schema import Recipe
+    from honed.sizing.estimate import Estimate
 
-def add_parser(sub) -> None:
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "estimate",
         help="Predict a recipe's peak memory and training time, and whether it fits this machine.",
@@ -33,8 +38,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported here, not at module level: keeps `honed --help` fast
     from honed.config.load import load_recipe
-    from honed.training.fit import estimate_recipe
+    from honed.sizing.fit import estimate_recipe
 
     recipe = load_recipe(args.recipe, args.overrides, task_files=args.task_files)
     result, change = estimate_recipe(recipe, calibrate_steps=max(0, args.calibrate))
@@ -45,9 +51,10 @@ def run(args: argparse.Namespace) -> int:
     return 0 if result.fits else 1
 
 
-def render(recipe, result, change) -> str:
+def render(recipe: Recipe, result: Estimate, change: list[str] | None) -> str:
     """The estimate as a short text report."""
-    from honed.training.estimate import GIB
+    # imported here, not at module level: keeps `honed --help` fast
+    from honed.sizing.estimate import GIB
 
     mem = result.memory
     lines = [
@@ -64,7 +71,8 @@ def render(recipe, result, change) -> str:
         f"  activations: {result.activation_bytes_per_token / 1024:.1f} KiB per token of the largest "
         "micro-batch"
     )
-    if result.step_s is not None:
+    # step_s, train_s and throughput_flops are set together; each is tested so the type checker knows
+    if result.step_s is not None and result.train_s is not None and result.throughput_flops is not None:
         lines.append(
             f"time         {result.step_s:6.2f} s per step x {result.steps} steps = "
             f"{result.train_s / 60:.1f} min ({result.throughput_flops / 1e9:.0f} GFLOP/s"
@@ -82,9 +90,10 @@ def render(recipe, result, change) -> str:
     return "\n".join(lines)
 
 
-def _measured(result) -> list[str]:
+def _measured(result: Estimate) -> list[str]:
     """What the real steps measured, beside what was predicted for them."""
-    from honed.training.estimate import GIB
+    # imported here, not at module level: keeps `honed --help` fast
+    from honed.sizing.estimate import GIB
 
     measured = result.calibrated
     steps = ", ".join(f"{s:.2f}" for s in measured["step_s"])

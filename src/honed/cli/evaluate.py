@@ -9,7 +9,7 @@ from pathlib import Path
 from honed.cli._common import add_task_files, show_progress
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "eval",
         help="Score a run's tuned model against the base.",
@@ -30,7 +30,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from honed.evaluation.evaluate import evaluate_run
+    # imported here, not at module level: keeps `honed --help` fast
+    from honed.evaluation.run import evaluate_run
 
     evaluate_run(
         args.run_dir,

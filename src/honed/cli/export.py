@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from honed.errors import ConfigError
 
 QUANTS = ("f16", "q8_0")
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "export",
         help="Export a run's model (merged safetensors, GGUF for llama.cpp and Ollama).",
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.merged and not args.gguf:
         raise ConfigError("choose an export: --merged DIR and/or --gguf DIR")
     if args.merged:
+        # imported here, not at module level: keeps `honed --help` fast
         from honed.export.merged import export_merged
 
         result = export_merged(args.run_dir, args.merged, overwrite=args.overwrite)
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _gguf_line(out_dir: str, quant: str, figures: dict, golden: int) -> str:
+def _gguf_line(out_dir: str, quant: str, figures: dict[str, Any], golden: int) -> str:
     """One line per GGUF file: path, size and its parity figures."""
     delta = figures["metric_delta"]
     metric = "" if delta is None else f", task metric delta {delta:+.3f}"

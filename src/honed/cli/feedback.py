@@ -7,11 +7,11 @@ import argparse
 import json
 
 from honed.cli._common import add_task_files
+from honed.serve.settings import DEFAULTS  # the store `honed serve` writes; a light module (no SQLAlchemy)
 
-DEFAULT_STORE = "feedback.db"  # honed.serve.store.DEFAULT_STORE, without importing SQLAlchemy for --help
 
-
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add `honed feedback stats` and `honed feedback export` to the CLI's subcommands."""
     parser = sub.add_parser("feedback", help="Feedback on served answers: counts, and export for retraining.")
     feedback_sub = parser.add_subparsers(dest="feedback_command", metavar="SUBCOMMAND", required=True)
     _add_stats(feedback_sub)
@@ -21,14 +21,14 @@ def add_parser(sub) -> None:
 def _add_store(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--store",
-        default=DEFAULT_STORE,
+        default=DEFAULTS.store,
         metavar="URL",
         help="The store `honed serve` wrote: a SQLite path or a SQLAlchemy URL such as "
-        f"postgresql+psycopg://user:password@host/db (default: {DEFAULT_STORE}).",
+        "postgresql+psycopg://user:password@host/db (default: %(default)s).",
     )
 
 
-def _add_stats(sub) -> None:
+def _add_stats(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "stats",
         help="Requests and feedback per served model and rating.",
@@ -40,7 +40,7 @@ def _add_stats(sub) -> None:
     parser.set_defaults(run=run_stats)
 
 
-def _add_export(sub) -> None:
+def _add_export(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "export",
         help="Turn feedback into training data and a recipe that continues the run.",
@@ -76,6 +76,8 @@ def _add_export(sub) -> None:
 
 
 def run_stats(args: argparse.Namespace) -> int:
+    """Print the store's counts per model, as a table or JSON."""
+    # imported here, not at module level: keeps `honed --help` fast
     from honed.feedback.export import feedback_stats
 
     stats = feedback_stats(args.store)
@@ -97,6 +99,8 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    """Export the store's feedback on a run as training files and a retrain recipe; print the summary."""
+    # imported here, not at module level: keeps `honed --help` fast
     from honed.feedback.export import export_feedback
 
     report = export_feedback(

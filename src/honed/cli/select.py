@@ -7,7 +7,7 @@ import argparse
 from honed.cli._common import add_overrides, add_task_files, show_progress
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "select",
         help="Rank candidate base models on your task: zero/few-shot metric, latency, training cost.",
@@ -46,6 +46,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    # imported here, not at module level: keeps `honed --help` fast
     from honed.config.load import load_recipe
     from honed.errors import ConfigError
     from honed.selection.rank import Constraints

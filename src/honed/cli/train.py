@@ -8,7 +8,7 @@ from honed.cli._common import add_overrides, add_task_files, show_progress
 from honed.errors import ConfigError
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "train",
         help="Fine-tune a model from a recipe (or resume a run).",
@@ -28,8 +28,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported here, not at module level: keeps `honed --help` fast
     from honed.config.load import load_recipe
-    from honed.training.sft import finetune
+    from honed.pipeline.finetune import finetune
 
     if args.resume:
         if args.recipe or args.overrides:

@@ -9,7 +9,7 @@ import sys
 from honed.cli._common import add_overrides, add_task_files, show_progress
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "tune-hp",
         help="Search hyperparameters (tune.space in the recipe) with real fine-tuning trials (Optuna).",
@@ -44,9 +44,10 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported here, not at module level: keeps `honed --help` fast
     from honed.config.load import load_recipe
-    from honed.training.hpo import tune_hp
-    from honed.training.hpo_report import render_table
+    from honed.tuning.report import render_table
+    from honed.tuning.search import tune_hp
 
     recipe = load_recipe(args.recipe, args.overrides, task_files=args.task_files)
     result = tune_hp(

@@ -8,7 +8,7 @@ import json
 from honed.cli._common import add_overrides, add_task_files
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "validate",
         help="Check a recipe and its data without training.",
@@ -23,8 +23,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported here, not at module level: keeps `honed --help` fast
     from honed.config.load import load_recipe
-    from honed.training.methods import validate
+    from honed.methods.base import validate
 
     recipe = load_recipe(args.recipe, args.overrides, task_files=args.task_files)
     report = validate(recipe)

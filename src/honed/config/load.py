@@ -15,9 +15,10 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
+from honed._utils.locations import is_hub_id
 from honed.config.schema import Recipe
-from honed.data.sources import is_hub_id
 from honed.errors import ConfigError
 
 
@@ -93,7 +94,7 @@ def validate_recipe(
         raise ConfigError(f"{where}: {len(problems)} {noun}: " + "; ".join(problems)) from None
 
 
-def _describe(err: dict[str, Any]) -> str:
+def _describe(err: ErrorDetails) -> str:
     loc = [str(p) for p in err["loc"]]
     key = ".".join(loc) or "(top level)"
     if err["type"] == "extra_forbidden":

@@ -9,14 +9,15 @@ from __future__ import annotations
 import os
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from honed.config.prepare import PrepareConfig
+from honed.config.strict import Strict
+from honed.config.tasks import task_target
+from honed.errors import ConfigError
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class ModelConfig(_Strict):
+class ModelConfig(Strict):
     """Which base model to start from and how to load it."""
 
     base: str = Field(
@@ -34,7 +35,7 @@ class ModelConfig(_Strict):
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) for a hub id.")
 
 
-class DataConfig(_Strict):
+class DataConfig(Strict):
     """Where the examples come from and how a row becomes a conversation."""
 
     train: str = Field(
@@ -82,6 +83,17 @@ class DataConfig(_Strict):
     max_validation_rows: int | None = Field(None, gt=0, description="Use only the first N validation rows.")
     slice_field: str | None = Field(None, description="A row field to break evaluation metrics down by.")
 
+    @property
+    def has_validation(self) -> bool:
+        """Whether the recipe has validation rows: a validation file, or a held-out fraction of train.
+        The one place that decides it."""
+        return bool(self.validation) or self.holdout_fraction is not None
+
+    @property
+    def splits(self) -> list[str]:
+        """The splits a run reads: train, and validation when there is any."""
+        return ["train", "validation"] if self.has_validation else ["train"]
+
     @model_validator(mode="after")
     def _templates_match_format(self) -> DataConfig:
         problems = []
@@ -99,149 +111,7 @@ class DataConfig(_Strict):
         return self
 
 
-PII_TYPES = ("email", "phone", "card", "iban", "ip", "national_id", "secret")
-
-
-class CleanConfig(_Strict):
-    """Text cleaning applied to every string field of a row, and the length rules that drop rows."""
-
-    unicode_form: Literal["NFC", "NFKC", "none"] = Field(
-        "NFC",
-        description="Unicode normalisation: NFC composes accents (safe); NFKC also folds look-alikes such as "
-        "full-width letters and ligatures; none leaves text as it is.",
-    )
-    strip_control_chars: bool = Field(
-        True, description="Remove control and format characters (except newline and tab), e.g. NUL, BOM."
-    )
-    normalize_whitespace: bool = Field(
-        True,
-        description="Collapse runs of spaces/tabs inside a line to one space, drop trailing spaces and blank "
-        "lines at the ends, keep at most one blank line in a row, and turn every line break into \\n. "
-        "Leading indentation is kept (code stays valid).",
-    )
-    min_chars: int = Field(
-        1, ge=0, description="Drop a row whose content text is shorter than this (0 keeps empty rows)."
-    )
-    max_chars: int | None = Field(
-        None, gt=0, description="Drop a row whose content text is longer than this; null: no limit."
-    )
-
-    @model_validator(mode="after")
-    def _limits_in_order(self) -> CleanConfig:
-        if self.max_chars is not None and self.max_chars < self.min_chars:
-            raise ValueError(f"max_chars ({self.max_chars}) is below min_chars ({self.min_chars})")
-        return self
-
-
-class DedupConfig(_Strict):
-    """Duplicate detection: exact (after normalising case and whitespace) and near (MinHash LSH)."""
-
-    exact: bool = Field(True, description="Drop rows whose normalised content repeats an earlier row.")
-    near: bool = Field(
-        True, description="Drop rows that are near-duplicates of an earlier row (MinHash LSH)."
-    )
-    near_threshold: float = Field(
-        0.85, gt=0.0, le=1.0, description="Estimated Jaccard similarity of word shingles that counts as near."
-    )
-    shingle_words: int = Field(3, gt=0, description="Words per shingle for near-duplicate detection.")
-    num_perm: int = Field(128, ge=16, description="MinHash permutations (accuracy vs. speed and memory).")
-    across_splits: bool = Field(
-        True,
-        description="Also drop training rows that duplicate (exactly or nearly) a validation or test row; "
-        "held-out rows are never dropped for this.",
-    )
-
-
-class LeakageConfig(_Strict):
-    """Contamination check: n-gram overlap between training rows and held-out or benchmark rows."""
-
-    check: bool = Field(True, description="Compare training rows with the validation and test splits.")
-    against: list[str] = Field(
-        default_factory=list,
-        description="Benchmark files to compare with as well (.jsonl/.csv/.parquet); relative paths are "
-        "resolved against the recipe file's folder.",
-    )
-    fields: list[str] | None = Field(
-        None,
-        description="Compare only these row fields (e.g. [question]); null: the row's content (the fields "
-        "its format or templates use).",
-    )
-    ngram: int = Field(8, gt=0, description="Words per n-gram (8 as in Llama 2's contamination study).")
-    min_overlap: float = Field(
-        0.5,
-        gt=0.0,
-        le=1.0,
-        description="Flag a training row when at least this fraction of its n-grams occur in a held-out row.",
-    )
-    action: Literal["report", "drop"] = Field("report", description="Only list flagged rows, or drop them.")
-
-
-class PiiConfig(_Strict):
-    """Personal data and secrets: find them in every string field, then redact, drop or only count."""
-
-    action: Literal["redact", "drop", "report", "off"] = Field(
-        "redact",
-        description="redact: replace each match with a tag such as <EMAIL>; drop: drop the row; report: only "
-        "count; off: do not scan.",
-    )
-    types: list[Literal["email", "phone", "card", "iban", "ip", "national_id", "secret"]] = Field(
-        default_factory=lambda: list(PII_TYPES),
-        description="Which kinds to look for: email, phone, card (Luhn-checked), iban (checksum-checked), "
-        "ip, national_id (US SSN, UK NI number), secret (API keys, tokens, private keys).",
-    )
-
-    @field_validator("action", mode="before")
-    @classmethod
-    def _yaml_off(cls, value: Any) -> Any:
-        return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
-
-
-class SplitConfig(_Strict):
-    """Deterministic train/validation/test split of the training file."""
-
-    validation_fraction: float = Field(
-        0.0,
-        ge=0.0,
-        lt=1.0,
-        description="Share of training rows (of groups, with group_by) moved to validation; only without "
-        "data.validation. data.holdout_fraction is used when this is 0.",
-    )
-    test_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="Share of training rows moved to test.")
-    seed: int = Field(0, description="Seed of the split; the same seed and rows give the same split.")
-    stratify_by: str | None = Field(
-        None,
-        description="A row field whose values keep the same proportions in every split (rows without it form "
-        "one stratum of their own).",
-    )
-    group_by: str | None = Field(
-        None,
-        description="A row field: rows sharing its value always land in the same split (a row without it is "
-        "a group of its own).",
-    )
-
-    @model_validator(mode="after")
-    def _fractions_leave_training_rows(self) -> SplitConfig:
-        if self.validation_fraction + self.test_fraction >= 1.0:
-            raise ValueError("split.validation_fraction + split.test_fraction must be below 1")
-        return self
-
-
-class PrepareConfig(_Strict):
-    """`honed data prepare`: clean, deduplicate, scrub and split the data into a versioned dataset folder."""
-
-    output_dir: str = Field(
-        "datasets",
-        description="Parent folder of prepared datasets (relative to the working directory); each version "
-        "is written to <output_dir>/<recipe name>-<content hash>/.",
-    )
-    clean: CleanConfig = Field(default_factory=CleanConfig)
-    dedup: DedupConfig = Field(default_factory=DedupConfig)
-    pii: PiiConfig = Field(default_factory=PiiConfig)
-    leakage: LeakageConfig = Field(default_factory=LeakageConfig)
-    split: SplitConfig = Field(default_factory=SplitConfig)
-
-
-class LoraConfig(_Strict):
+class LoraConfig(Strict):
     """LoRA adapter settings (PEFT), used when `adapter: lora` or `qlora`."""
 
     r: int = Field(16, gt=0, description="Rank of the low-rank update.")
@@ -273,7 +143,7 @@ class LoraConfig(_Strict):
         return os.path.abspath(os.path.expanduser(value)) if value else value
 
 
-class CptConfig(_Strict):
+class CptConfig(Strict):
     """Continued pre-training on raw text (`method: cpt`): documents joined into fixed-length blocks."""
 
     text_field: str = Field("text", description="The row field holding a document's text.")
@@ -304,7 +174,7 @@ class CptConfig(_Strict):
         return self
 
 
-class DpoConfig(_Strict):
+class DpoConfig(Strict):
     """Preference tuning (`method: dpo`) on `chosen`/`rejected` pairs."""
 
     loss: Literal["sigmoid", "ipo", "simpo", "orpo"] = Field(
@@ -321,7 +191,7 @@ class DpoConfig(_Strict):
     )
 
 
-class DistillConfig(_Strict):
+class DistillConfig(Strict):
     """Distillation from a larger teacher (`method: distill`)."""
 
     teacher: str = Field(
@@ -345,7 +215,7 @@ class DistillConfig(_Strict):
     )
 
 
-class TuneConfig(_Strict):
+class TuneConfig(Strict):
     """`honed tune-hp`: the hyperparameter search space and budget (Optuna)."""
 
     space: dict[str, dict[str, Any]] = Field(
@@ -365,7 +235,7 @@ class TuneConfig(_Strict):
     seed: int = Field(0, description="Seed of the sampler.")
 
 
-class TrainConfig(_Strict):
+class TrainConfig(Strict):
     """Optimisation: schedule, batch shape, checkpoints and logging."""
 
     epochs: float = Field(1.0, gt=0, description="Passes over the training rows (fractions allowed).")
@@ -415,7 +285,7 @@ class TrainConfig(_Strict):
     threads: int | None = Field(None, gt=0, description="CPU threads for torch; null: torch's default.")
 
 
-class EvalConfig(_Strict):
+class EvalConfig(Strict):
     """How the base and tuned models are scored on held-out rows."""
 
     task: str = Field(
@@ -451,17 +321,14 @@ class EvalConfig(_Strict):
     @field_validator("task")
     @classmethod
     def _known_task(cls, value: str, info: ValidationInfo) -> str:
-        from honed.errors import ConfigError
-        from honed.evaluation.registry import build_task_factory
-
         try:  # task files named on the command line arrive through the validation context
-            build_task_factory(value, (info.context or {}).get("task_files", ()))
+            task_target(value, (info.context or {}).get("task_files", ()))
         except ConfigError as exc:
             raise ValueError(str(exc).removeprefix("eval.task: ")) from None
         return value
 
 
-class OutputConfig(_Strict):
+class OutputConfig(Strict):
     """Where runs are written."""
 
     runs_dir: str = Field(
@@ -470,7 +337,7 @@ class OutputConfig(_Strict):
     run_name: str | None = Field(None, description="Run directory name; null: <recipe-name>-<timestamp>.")
 
 
-class Recipe(_Strict):
+class Recipe(Strict):
     """A complete, validated description of one fine-tuning run."""
 
     name: str = Field("run", description="A short name for the run, used in the run directory name.")
@@ -522,8 +389,7 @@ class Recipe(_Strict):
 
     @model_validator(mode="after")
     def _eval_split_exists(self) -> Recipe:
-        has_validation = self.data.validation is not None or self.data.holdout_fraction is not None
-        if self.eval.split == "validation" and not has_validation:
+        if self.eval.split == "validation" and not self.data.has_validation:
             # Evaluation falls back to nothing silently otherwise; say it up front.
             raise ValueError(
                 "eval.split is 'validation' but neither data.validation nor "

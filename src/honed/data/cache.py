@@ -16,15 +16,19 @@ import logging
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from honed._utils.locations import is_hub_id
 from honed._utils.paths import cache_dir
 from honed.config.schema import DataConfig
 from honed.data.dataset import SplitReport, build_examples, split_source
-from honed.data.sources import is_hub_id
 from honed.data.tokenize import IGNORE, Encoded
 from honed.data.versions import source_fingerprint
+
+if TYPE_CHECKING:  # transformers is heavy: only the type checker imports it here
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +36,9 @@ log = logging.getLogger(__name__)
 ENCODING_VERSION = 2
 
 
-def cached_examples(cfg: DataConfig, tokenizer, split: str) -> tuple[list[Encoded], SplitReport]:
+def cached_examples(
+    cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, split: str
+) -> tuple[list[Encoded], SplitReport]:
     """`build_examples`, from the cache when this exact data, config and tokenizer were seen before."""
     if is_hub_id(split_source(cfg, split)[0]):  # a hub dataset can change under the same id: no cache
         return build_examples(cfg, tokenizer, split)
@@ -49,7 +55,7 @@ def cached_examples(cfg: DataConfig, tokenizer, split: str) -> tuple[list[Encode
     return examples, report
 
 
-def split_key(cfg: DataConfig, tokenizer, split: str) -> str:
+def split_key(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, split: str) -> str:
     """Content hash of everything a split's tokens depend on."""
     digest = hashlib.sha256()
     digest.update(f"honed-encoding-{ENCODING_VERSION}\0{split}\0".encode())
@@ -60,7 +66,7 @@ def split_key(cfg: DataConfig, tokenizer, split: str) -> str:
     return digest.hexdigest()[:32]
 
 
-def tokenizer_fingerprint(tokenizer) -> str:
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     """A hash of what decides how a tokenizer splits and renders text."""
     digest = hashlib.sha256(type(tokenizer).__name__.encode())
     backend = getattr(tokenizer, "backend_tokenizer", None)

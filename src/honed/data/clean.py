@@ -12,7 +12,7 @@ import re
 import unicodedata
 from typing import Any
 
-from honed.config.schema import CleanConfig
+from honed.config.prepare import CleanConfig
 
 # Every line boundary str.splitlines knows; form feed and friends would otherwise glue words together.
 _LINE_BREAKS = re.compile(r"\r\n|[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")

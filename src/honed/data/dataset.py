@@ -11,13 +11,16 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from honed.config.schema import DataConfig, Recipe
 from honed.data.formats import EXAMPLES, RowError, detect_format, split_prompt, to_messages
 from honed.data.sources import read_rows
-from honed.data.tokenize import IGNORE, Encoded, encode_example
+from honed.data.tokenize import Encoded, encode_example
 from honed.errors import DataError
+
+if TYPE_CHECKING:  # transformers is heavy: only the type checker imports it here
+    from transformers import PreTrainedTokenizerBase
 
 MAX_REPORTED_PROBLEMS = 20
 
@@ -80,26 +83,28 @@ def iter_rows(cfg: DataConfig, split: str, report: SplitReport, raw: bool = Fals
     """
     path, holdout = split_source(cfg, split)
     limit = cfg.max_train_rows if split == "train" else cfg.max_validation_rows
-    fmt = None if cfg.format == "auto" else cfg.format
+    fmt: str | None = None if cfg.format == "auto" else cfg.format
     bad = BadRows(path, cfg.on_bad_row)
     kept = 0
     for source in read_rows(path):
-        if holdout is not None and source.row is not None and _is_held_out(source.row, cfg) != holdout:
+        row = source.row
+        if holdout is not None and row is not None and _is_held_out(row, cfg) != holdout:
             continue
         report.rows_read += 1
         try:
-            if source.error:
-                raise RowError(source.error)
+            if source.error or row is None:  # a row that could not be read has an error and no fields
+                raise RowError(source.error or "no fields")
+            messages: list[dict[str, str]] = []
             if not raw:
-                fmt = fmt or detect_format(source.row, source.location)
+                fmt = fmt or detect_format(row, source.location)
                 _trainable(fmt, source.location)
-            messages = [] if raw else to_messages(source.row, fmt, cfg)
+                messages = to_messages(row, fmt, cfg)
         except RowError as exc:
             bad.add(report, f"{source.location}: {exc}", fmt)
             continue
         if bad.count and cfg.on_bad_row == "error":
             continue  # still reading, to report every malformed row at once
-        yield Row(source.location, messages, source.row)
+        yield Row(source.location, messages, row)
         kept += 1
         if limit is not None and kept >= limit:
             break
@@ -170,7 +175,9 @@ def _bad_row(cfg: DataConfig, report: SplitReport, message: str) -> None:
     report.note(message)
 
 
-def build_examples(cfg: DataConfig, tokenizer, split: str) -> tuple[list[Encoded], SplitReport]:
+def build_examples(
+    cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, split: str
+) -> tuple[list[Encoded], SplitReport]:
     """Tokenized, masked examples of a split and the report of every row's fate."""
     report = SplitReport(too_long_action=cfg.on_too_long)
     examples = []
@@ -181,10 +188,10 @@ def build_examples(cfg: DataConfig, tokenizer, split: str) -> tuple[list[Encoded
             _bad_row(cfg, report, f"{row.location}: {exc}")
             continue
         report.token_lengths.append(len(encoded.input_ids))
-        if len(encoded.input_ids) > cfg.max_seq_len:
-            encoded = _too_long(cfg, report, row.location, encoded)
-            if encoded is None:
-                continue
+        fitted = fit_length(cfg, report, row.location, (encoded,))
+        if fitted is None:
+            continue
+        encoded = fitted[0]
         report.label_tokens += encoded.num_labels
         examples.append(encoded)
     report.examples = len(examples)
@@ -197,16 +204,26 @@ def build_examples(cfg: DataConfig, tokenizer, split: str) -> tuple[list[Encoded
     return examples, report
 
 
-def _too_long(cfg: DataConfig, report: SplitReport, where: str, encoded: Encoded) -> Encoded | None:
+def fit_length(
+    cfg: DataConfig, report: SplitReport, where: str, sequences: tuple[Encoded, ...], lower: str = ""
+) -> tuple[Encoded, ...] | None:
+    """`data.on_too_long` applied to one example's sequences (a preference pair has two; the longest
+    decides): returned as they are when within `data.max_seq_len`, else counted as too long and skipped
+    (None), truncated from the right (None when that leaves no label), or a DataError. The one too-long
+    rule every method uses. `lower` names another setting that shortens the sequences, for the error."""
+    longest = max(len(e.input_ids) for e in sequences)
+    if longest <= cfg.max_seq_len:
+        return sequences
     report.too_long += 1
-    message = f"{where}: {len(encoded.input_ids)} tokens > data.max_seq_len {cfg.max_seq_len}"
+    message = f"{where}: {longest} tokens > data.max_seq_len {cfg.max_seq_len}"
     if cfg.on_too_long == "error":
-        raise DataError(f"{message}; raise max_seq_len or set data.on_too_long: skip or truncate")
+        also = f", lower {lower}" if lower else ""
+        raise DataError(f"{message}; raise max_seq_len{also} or set data.on_too_long: skip or truncate")
     report.note(f"{message} ({'skipped' if cfg.on_too_long == 'skip' else 'truncated'})")
     if cfg.on_too_long == "skip":
         return None
-    cut = Encoded(encoded.input_ids[: cfg.max_seq_len], encoded.labels[: cfg.max_seq_len])
-    return cut if any(label != IGNORE for label in cut.labels) else None
+    cut = tuple(Encoded(e.input_ids[: cfg.max_seq_len], e.labels[: cfg.max_seq_len]) for e in sequences)
+    return cut if all(e.num_labels for e in cut) else None
 
 
 @dataclass
@@ -236,13 +253,6 @@ def load_eval_rows(recipe: Recipe, raw: bool = False) -> list[EvalRow]:
     return rows
 
 
-def validate(recipe: Recipe, tokenizer=None) -> dict[str, Any]:
-    """Check a recipe's data without training: read every row, tokenize, and report per split."""
-    if tokenizer is None:
-        from honed.models.load import load_tokenizer, resolve_base
-
-        tokenizer = load_tokenizer(
-            resolve_base(recipe.model.base, recipe.model.revision).folder, recipe.model.trust_remote_code
-        )
-    splits = ["train"] + (["validation"] if recipe.data.validation or recipe.data.holdout_fraction else [])
-    return {split: build_examples(recipe.data, tokenizer, split)[1].as_dict() for split in splits}
+def check_split(cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, split: str) -> dict[str, Any]:
+    """Read every row of a split, tokenize and mask it as SFT training would; return its report."""
+    return build_examples(cfg, tokenizer, split)[1].as_dict()

@@ -74,9 +74,9 @@ def detect_format(row: dict[str, Any], where: str) -> str:
     for name, fields in _SIGNATURES:
         if all(key in row for key in fields):
             return name
-    fields = ", ".join(sorted(row)) or "(none)"
+    found = ", ".join(sorted(row)) or "(none)"
     raise DataError(
-        f"{where}: cannot detect the data format from the fields [{fields}]; expected 'messages' (chat), "
+        f"{where}: cannot detect the data format from the fields [{found}]; expected 'messages' (chat), "
         "'conversations' (sharegpt), 'prompt' and 'completion', 'instruction' and 'output' (alpaca), "
         "'chosen' and 'rejected' (preference) or 'text'. For other fields set data.format: template with "
         "data.prompt_template and data.completion_template, e.g. prompt_template: '{question}', "

@@ -13,11 +13,12 @@ per length, problems and examples up to a cap.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
-from honed.config.schema import DataConfig, PrepareConfig
+from honed.config.prepare import PrepareConfig
+from honed.config.schema import DataConfig
 from honed.data.clean import clean_value, length_problem
 from honed.data.dedup import Deduplicator
 from honed.data.formats import RowError, check_row, detect_format, row_text, to_messages, to_preference
@@ -25,6 +26,9 @@ from honed.data.pii import scrub
 from honed.data.sources import read_rows
 from honed.data.tokenize import Encoded, encode_example, render_masked
 from honed.errors import DataError
+
+if TYPE_CHECKING:  # transformers is heavy: only the type checker imports it here
+    from transformers import PreTrainedTokenizerBase
 
 MAX_LISTED = 10
 # Upper edges of the token-length histogram's bins (the last bin holds everything longer).
@@ -55,7 +59,7 @@ class _Stats:
         }
 
     def histogram(self) -> list[dict[str, Any]]:
-        bins = Counter()
+        bins: Counter[int | None] = Counter()
         for value, n in self.counts.items():
             bins[next((edge for edge in BIN_EDGES if value <= edge), None)] += n
         low, out = 0, []
@@ -79,7 +83,7 @@ def inspect_source(
     source: str,
     data: DataConfig,
     prepare: PrepareConfig,
-    tokenizer=None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
     max_rows: int | None = None,
     near_duplicates: bool = True,
     progress: bool = False,
@@ -97,9 +101,11 @@ def inspect_source(
 class _State:
     """Everything inspect accumulates over the rows of one file."""
 
-    def __init__(self, data: DataConfig, prepare: PrepareConfig, tokenizer, near: bool) -> None:
+    def __init__(
+        self, data: DataConfig, prepare: PrepareConfig, tokenizer: PreTrainedTokenizerBase | None, near: bool
+    ) -> None:
         self.data, self.prepare, self.tokenizer = data, prepare, tokenizer
-        self.format = None if data.format == "auto" else data.format
+        self.format: str | None = None if data.format == "auto" else data.format
         self.format_note: str | None = None
         self.rows = 0
         self.fields: Counter = Counter()
@@ -126,8 +132,8 @@ class _State:
     def add(self, location: str, row: dict[str, Any] | None, error: str | None) -> None:
         self.rows += 1
         try:
-            if error:
-                raise RowError(error)
+            if error or row is None:  # a row that could not be read has an error and no fields
+                raise RowError(error or "no fields")
             self.fields.update(row.keys())
             self._detect(row, location)
             if self.format is not None:
@@ -177,7 +183,7 @@ class _State:
     def _tokens(self, row: dict[str, Any], text: str) -> None:
         if self.tokenizer is None:
             return
-        encoded = self._encode(row, text)
+        encoded = self._encode(self.tokenizer, row, text)
         if encoded is None:
             return
         self.tokens.add(len(encoded.input_ids))
@@ -188,15 +194,15 @@ class _State:
             if self.format == "preference":
                 self.example["rejected"] = to_preference(row)[2]
 
-    def _encode(self, row: dict[str, Any], text: str) -> Encoded | None:
+    def _encode(self, tokenizer: PreTrainedTokenizerBase, row: dict[str, Any], text: str) -> Encoded | None:
         if self.format == "text":  # continued pre-training trains on every token
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
             return Encoded(ids, list(ids))
         if self.format is None:  # unknown format: the length of the fields' text, nothing trained
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
             return Encoded(ids, [-100] * len(ids))
         try:
-            return encode_example(self.tokenizer, to_messages(row, self.format, self.data))
+            return encode_example(tokenizer, to_messages(row, self.format, self.data))
         except RowError as exc:
             self._malformed(f"(tokenizing) {exc}")
             return None

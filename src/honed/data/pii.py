@@ -20,12 +20,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from honed.config.schema import PII_TYPES
+from honed.config.prepare import PII_TYPES
 
 # When two matches overlap, the earlier kind in this order wins; within a kind the longer wins.
 _PRECEDENCE = ("secret", "card", "iban", "national_id", "email", "ip", "phone")
 _RANK = {kind: rank for rank, kind in enumerate(_PRECEDENCE)}
-_TAGS = {kind: f"<{kind.upper()}>" for kind in PII_TYPES}
+_TAGS: dict[str, str] = {kind: f"<{kind.upper()}>" for kind in PII_TYPES}
 
 
 @dataclass(frozen=True)

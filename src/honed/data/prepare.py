@@ -38,8 +38,9 @@ from typing import Any
 
 from tqdm import tqdm
 
-from honed import __version__
-from honed.config.schema import DataConfig, PrepareConfig, Recipe
+from honed._version import __version__
+from honed.config.prepare import PrepareConfig
+from honed.config.schema import DataConfig, Recipe
 from honed.data.clean import clean_value, length_problem
 from honed.data.dataset import BadRows, SplitReport
 from honed.data.dedup import Deduplicator
@@ -329,7 +330,7 @@ def _write_splits(
     progress: bool,
 ) -> dict[str, dict[str, Any]]:
     files = {split: (work / f"{split}.jsonl").open("w", encoding="utf-8") for split in SPLITS}
-    rows = Counter()
+    rows: Counter[str] = Counter()
     try:
         if "validation" in spools:
             for row in _spooled(spools["validation"]):

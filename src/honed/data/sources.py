@@ -24,15 +24,12 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+from honed._utils.locations import SUFFIXES, TEXT_SUFFIXES, is_hub_id, local_split
 from honed.errors import DataError
 
-SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
-TEXT_SUFFIXES = (".txt", ".md", ".markdown", ".html", ".htm")
 HTML_SUFFIXES = (".html", ".htm")
 ARROW_BATCH_ROWS = 1024  # rows turned into Python dicts at once, whatever the stored batch size
 
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+(:[\w.-]+)?")
-_SPLIT_SUFFIX = re.compile(r"(.+):([\w.-]+)")
 _KINDS = (
     f"use one of {', '.join(SUFFIXES)}, or give a folder of {'/'.join(TEXT_SUFFIXES)} files (read as text), "
     "a folder saved by datasets' save_to_disk (a DatasetDict split as folder:split), "
@@ -57,30 +54,12 @@ def read_rows(path: str | Path) -> Iterator[SourceRow]:
         return _folder_rows(path, None)
     if path.is_file():
         return _file_rows(path)
-    local = _local_split(value)
+    local = local_split(value)
     if local is not None:
         return _folder_rows(*local)
     if is_hub_id(value):
         return _hub_rows(value)
     raise DataError(f"{path}: data file not found; {_KINDS}")
-
-
-def is_hub_id(value: str) -> bool:
-    """Whether `value` names a hub dataset (`owner/name` or `owner/name:split`) rather than a local path."""
-    if Path(value).exists() or _local_split(value) is not None:
-        return False
-    if not _HUB_ID.fullmatch(value):
-        return False
-    # "data/train.jsonl" that does not exist is a missing file, not a hub repository.
-    return not value.partition(":")[0].lower().endswith(SUFFIXES + TEXT_SUFFIXES)
-
-
-def _local_split(value: str) -> tuple[Path, str] | None:
-    """(folder, split) for `folder:split` when the folder exists and the full value does not."""
-    match = _SPLIT_SUFFIX.fullmatch(value)
-    if match is None or Path(value).exists() or not Path(match[1]).is_dir():
-        return None
-    return Path(match[1]), match[2]
 
 
 # --- single files ----------------------------------------------------------------------------------------
@@ -197,7 +176,7 @@ def _arrow_files(folder: Path) -> list[Path]:
             f"{folder / 'state.json'}: lists no data files (_data_files is {state.get('_data_files')!r}); "
             "save the dataset again with save_to_disk"
         )
-    files = [folder / name for name in names]
+    files = [folder / name for name in names if isinstance(name, str)]  # all are, checked above
     for file in files:
         if not file.is_file():
             raise DataError(f"{file}: listed in {folder / 'state.json'} but missing; save the dataset again")

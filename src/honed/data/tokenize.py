@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from honed.data.formats import RowError
+
+if TYPE_CHECKING:  # transformers is heavy: only the type checker imports it here
+    from transformers import PreTrainedTokenizerBase
 
 IGNORE = -100
 
@@ -33,12 +37,12 @@ class Encoded:
         return len(self.input_ids)
 
 
-def render_prompt(tokenizer, messages: list[dict[str, str]]) -> str:
+def render_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> str:
     """The text a model should continue to answer `messages` (chat template + generation prompt)."""
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
-def chat_template_digest(tokenizer) -> str:
+def chat_template_digest(tokenizer: PreTrainedTokenizerBase) -> str:
     """sha256 of the tokenizer's chat template: training records it, export and serving check it, so a
     model is never served or exported with a template other than the one it was trained with."""
     import hashlib
@@ -49,12 +53,14 @@ def chat_template_digest(tokenizer) -> str:
     return hashlib.sha256((text or "").encode()).hexdigest()
 
 
-def render_conversation(tokenizer, messages: list[dict[str, str]]) -> str:
+def render_conversation(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> str:
     """The whole conversation, answers included, as the chat template writes it."""
     return tokenizer.apply_chat_template(messages, tokenize=False)
 
 
-def answer_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str, list[tuple[int, int]]]:
+def answer_spans(
+    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]
+) -> tuple[str, list[tuple[int, int]]]:
     """The rendered conversation and the character spans of each assistant answer + end-of-turn token."""
     full = render_conversation(tokenizer, messages)
     spans = []
@@ -73,7 +79,7 @@ def answer_spans(tokenizer, messages: list[dict[str, str]]) -> tuple[str, list[t
     return full, spans
 
 
-def _end_of_turn(tokenizer, upto: str, content_end: int) -> int:
+def _end_of_turn(tokenizer: PreTrainedTokenizerBase, upto: str, content_end: int) -> int:
     """Where the answer's end-of-turn token ends (the template's text after it, e.g. a newline, is not
     trained: the model stops at the token)."""
     eos = tokenizer.eos_token or ""
@@ -81,7 +87,7 @@ def _end_of_turn(tokenizer, upto: str, content_end: int) -> int:
     return found + len(eos) if found >= 0 else len(upto)
 
 
-def encode_example(tokenizer, messages: list[dict[str, str]]) -> Encoded:
+def encode_example(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> Encoded:
     """Tokenize a conversation; label the assistant answers and their end-of-turn tokens only."""
     text, spans = answer_spans(tokenizer, messages)
     encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
@@ -95,7 +101,7 @@ def encode_example(tokenizer, messages: list[dict[str, str]]) -> Encoded:
     return Encoded(ids, labels)
 
 
-def render_masked(tokenizer, encoded: Encoded) -> str:
+def render_masked(tokenizer: PreTrainedTokenizerBase, encoded: Encoded) -> str:
     """The example's text with the trained (labelled) tokens wrapped in [[ ]]: the loss mask made visible."""
     parts = []
     pairs = zip(encoded.input_ids, encoded.labels, strict=True)
@@ -104,3 +110,40 @@ def render_masked(tokenizer, encoded: Encoded) -> str:
         text = tokenizer.decode([token for token, _ in run])
         parts.append(f"[[{text}]]" if trained else text)
     return "".join(parts)
+
+
+def encode_pair(
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: list[dict[str, str]],
+    chosen: str,
+    rejected: str,
+    max_prompt_len: int | None = None,
+) -> tuple[Encoded, Encoded]:
+    """The prompt followed by each answer, rendered with the chat template; only the final answer (and its
+    end-of-turn token) is labelled, not earlier assistant turns of the prompt. With `max_prompt_len`, each
+    keeps only its last that many prompt tokens."""
+    pair = []
+    for answer in (chosen, rejected):
+        encoded = _final_answer_only(
+            encode_example(tokenizer, [*prompt, {"role": "assistant", "content": answer}])
+        )
+        pair.append(_keep_last_prompt_tokens(encoded, max_prompt_len))
+    return pair[0], pair[1]
+
+
+def _final_answer_only(encoded: Encoded) -> Encoded:
+    """Unlabel every token before the last run of labels (the final answer): the prompt's earlier assistant
+    turns are context here, shared by both answers, not what the preference is about."""
+    start = max(i for i, label in enumerate(encoded.labels) if label != IGNORE)
+    while start > 0 and encoded.labels[start - 1] != IGNORE:
+        start -= 1
+    return Encoded(encoded.input_ids, [IGNORE] * start + encoded.labels[start:])
+
+
+def _keep_last_prompt_tokens(encoded: Encoded, max_prompt_len: int | None) -> Encoded:
+    """Drop the oldest prompt tokens (those before the first label) beyond `max_prompt_len`."""
+    start = next(i for i, label in enumerate(encoded.labels) if label != IGNORE)
+    if max_prompt_len is None or start <= max_prompt_len:
+        return encoded
+    cut = start - max_prompt_len
+    return Encoded(encoded.input_ids[cut:], encoded.labels[cut:])

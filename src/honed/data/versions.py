@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from honed.data.sources import is_hub_id
+from honed._utils.locations import is_hub_id
 
 MANIFEST = "manifest.json"
 BLOCK = 1 << 20

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from honed.config.load import load_recipe
 from honed.demo.data import demo_recipe_dict, write_demo_data
-from honed.training.sft import finetune
+from honed.pipeline.finetune import finetune
 
 
 def run_demo(

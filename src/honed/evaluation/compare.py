@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from honed.errors import ConfigError, DataError
+from honed.evaluation.likelihood import ModelTask
 from honed.evaluation.tasks import ExactMatchTask, StructuredTask, Task
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,9 @@ def _index_chunks(rows: int, resamples: int, seed: int) -> Iterator[np.ndarray]:
         yield rng.integers(0, rows, size=(min(step, resamples - start), rows))
 
 
-def _resample_generic(task: Task, scores: list[dict], names: list[str], resamples: int, seed: int):
+def _resample_generic(
+    task: Task | ModelTask, scores: list[dict], names: list[str], resamples: int, seed: int
+) -> dict[str, np.ndarray]:
     """Return {metric: (resamples,) array} by calling task.aggregate on every resample."""
     out = {name: np.empty(resamples) for name in names}
     done = 0
@@ -114,7 +117,12 @@ def _resample_generic(task: Task, scores: list[dict], names: list[str], resample
 
 
 def _resample_sums(
-    task: Task, aggregate_sums: SumAggregate, scores: list[dict], names: list[str], resamples: int, seed: int
+    task: Task | ModelTask,
+    aggregate_sums: SumAggregate,
+    scores: list[dict],
+    names: list[str],
+    resamples: int,
+    seed: int,
 ) -> dict[str, np.ndarray] | None:
     """Return {metric: (resamples,) array} from per-resample column sums; None if the hook disagrees.
 
@@ -139,7 +147,9 @@ def _resample_sums(
     return {name: np.concatenate(chunks) for name, chunks in parts.items()}
 
 
-def _bootstrap(task: Task, scores: list[dict], names: list[str], resamples: int, seed: int):
+def _bootstrap(
+    task: Task | ModelTask, scores: list[dict], names: list[str], resamples: int, seed: int
+) -> dict[str, np.ndarray]:
     """Return {metric: (resamples,) array} of the corpus metrics recomputed on bootstrap resamples."""
     hook = getattr(task, "aggregate_sums", None)
     aggregate_sums = hook if callable(hook) else _SUM_AGGREGATES.get(type(task))
@@ -210,7 +220,7 @@ def _difference(a: float, b: float, a_draws: np.ndarray, b_draws: np.ndarray, co
 
 
 def paired_bootstrap(
-    task: Task,
+    task: Task | ModelTask,
     a: list[dict],
     b: list[dict],
     resamples: int = 1000,
@@ -277,26 +287,26 @@ def _align(systems: Sequence[System]) -> list[list[dict]]:
                 len(rows) - len(shared),
                 system.label,
             )
-    aligned = [[rows[i] for i in shared] for rows in by_index]
-    for system, rows in zip(systems[1:], aligned[1:], strict=True):
-        for a_row, b_row in zip(aligned[0], rows, strict=True):
+    aligned_rows = [[rows[i] for i in shared] for rows in by_index]
+    for system, aligned in zip(systems[1:], aligned_rows[1:], strict=True):
+        for a_row, b_row in zip(aligned_rows[0], aligned, strict=True):
             if a_row.get("reference") != b_row.get("reference"):
                 raise DataError(
                     f"compare: row index {a_row['index']!r} has reference {a_row.get('reference')!r} in "
                     f"{systems[0].label!r} but {b_row.get('reference')!r} in {system.label!r}; compare "
                     "systems evaluated on the same eval rows."
                 )
-    return aligned
+    return aligned_rows
 
 
-def _row_key(task: Task, scores: list[dict]) -> str:
+def _row_key(task: Task | ModelTask, scores: list[dict]) -> str:
     """Return the per-row score key that stands for the primary metric: its own name, the task's
     `row_metric` (perplexity is a corpus number; per row it is nll_per_token), else the first key."""
     first = scores[0]
     if task.primary_metric in first or not first:
         return task.primary_metric
     row_metric = getattr(task, "row_metric", None)
-    return row_metric if row_metric in first else next(iter(first))
+    return row_metric if isinstance(row_metric, str) and row_metric in first else next(iter(first))
 
 
 def _changes(
@@ -327,7 +337,7 @@ def _changes(
     return listed, improved, len(worse)
 
 
-def _by_slice(task: Task, labels: list[str], aligned: list[list[dict]]) -> dict[str, dict]:
+def _by_slice(task: Task | ModelTask, labels: list[str], aligned: list[list[dict]]) -> dict[str, dict]:
     """Return {slice: {label: {primary: value, "rows": n}}} grouped by the reference system's row slices."""
     groups: dict[str, list[int]] = {}
     for position, row in enumerate(aligned[0]):
@@ -354,7 +364,7 @@ def _interval(draws: np.ndarray, confidence: float) -> dict[str, float]:
 
 
 def compare_systems(
-    task: Task,
+    task: Task | ModelTask,
     systems: list[System],
     slice_field: bool = True,
     resamples: int = 1000,

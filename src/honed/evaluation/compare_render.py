@@ -1,18 +1,19 @@
 """Render a comparison (from `compare.compare_systems`) as Markdown, self-contained HTML and JSON files.
 
-Tables are shared by the Markdown and HTML renderings; charts are matplotlib PNGs embedded as data URIs,
-so the HTML opens without a network. matplotlib is imported only inside `render_html`.
+Tables are shared by the Markdown and HTML renderings. The HTML page, its tables and its charts (the
+primary metric per system with its bootstrap interval, and per slice) come from `honed._utils.html`: inline
+CSS and SVG, no scripts, so the page opens without a network.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from honed._utils.html import PALETTE, Bar, BarGroup, bar_chart, esc, page, table, td, tr
 
 _CELL_CHARS = 200  # longer prompts and predictions are cut in the Markdown/HTML tables, not in the JSON
 
@@ -134,126 +135,65 @@ def render_markdown(result: Mapping[str, Any]) -> str:
     if result.get("by_slice"):
         parts += [f"## By slice ({result['primary_metric']})", _md_table(_slice_table(result))]
     parts.append("## Regressions")
-    for title, table in _regression_tables(result):
-        parts += [f"### {_md_cell(title)}", _md_table(table) if table[1] else "No row got worse."]
+    for title, rendered in _regression_tables(result):
+        parts += [f"### {_md_cell(title)}", _md_table(rendered) if rendered[1] else "No row got worse."]
     return "\n\n".join(parts) + "\n"
 
 
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 72em; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
-th { background: #f3f3f3; }
-td { white-space: pre-wrap; word-break: break-word; }
-img { max-width: 100%; }
-"""
-
-
-def _html_table(table: Table) -> str:
+def _html_table(rendered: Table) -> str:
     """Return an HTML table with every cell escaped."""
-    header, rows = table
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    header, rows = rendered
+    return table(header, [tr(td(cell) for cell in row) for row in rows])
 
 
-def _plain(text: str) -> str:
-    """Return `text` with `$` escaped so matplotlib draws it literally instead of as mathtext."""
-    return str(text).replace("$", r"\$")
+def _primary_chart(result: Mapping[str, Any]) -> str:
+    """Return a bar chart of the primary metric per system, its bootstrap interval as a whisker."""
+    primary, intervals = result["primary_metric"], result.get("intervals") or {}
+    groups = []
+    for label in result["systems"]:
+        interval = intervals.get(label, {})
+        bar = Bar(result["metrics"][label].get(primary, 0.0), interval.get("ci_low"), interval.get("ci_high"))
+        groups.append(BarGroup(label, [bar]))
+    legend = f"{primary} ({result.get('confidence', 0.95):.0%} bootstrap CI)"
+    return bar_chart([(legend, PALETTE[0])], groups, title="primary metric")
 
 
-def _png_uri(figure) -> str:
-    """Return a matplotlib figure as a base64 PNG data URI."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _primary_chart(result: Mapping[str, Any], figure_type) -> str:
-    """Return a bar chart of the primary metric per system with its bootstrap CI as error bars."""
+def _slice_chart(result: Mapping[str, Any]) -> str:
+    """Return a bar chart of the primary metric per slice, one bar per system."""
     labels, primary = result["systems"], result["primary_metric"]
-    values = [result["metrics"][label].get(primary, 0.0) for label in labels]
-    intervals = result.get("intervals") or {}
-    errors = [
-        [
-            max(0.0, v - intervals.get(label, {}).get("ci_low", v))
-            for label, v in zip(labels, values, strict=True)
-        ],
-        [
-            max(0.0, intervals.get(label, {}).get("ci_high", v) - v)
-            for label, v in zip(labels, values, strict=True)
-        ],
+    series = [(label, PALETTE[i % len(PALETTE)]) for i, label in enumerate(labels)]
+    groups = [
+        BarGroup(name, [Bar(values[label][primary]) for label in labels])
+        for name, values in result["by_slice"].items()
     ]
-    figure = figure_type(figsize=(max(4.0, 1.2 * len(labels) + 2), 3.5))
-    axes = figure.subplots()
-    axes.bar(range(len(labels)), values, yerr=errors, capsize=6, color="#4c72b0")
-    axes.set_xticks(range(len(labels)), [_plain(label) for label in labels])
-    axes.set_ylabel(_plain(primary))
-    axes.set_title(_plain(f"{primary} ({result.get('confidence', 0.95):.0%} bootstrap CI)"))
-    return _png_uri(figure)
-
-
-def _slice_chart(result: Mapping[str, Any], figure_type) -> str:
-    """Return a grouped bar chart of the primary metric per slice, one bar per system."""
-    labels, primary = result["systems"], result["primary_metric"]
-    slices = list(result["by_slice"])
-    width = 0.8 / len(labels)
-    figure = figure_type(figsize=(max(5.0, 0.5 * len(slices) * len(labels) + 2), 3.5))
-    axes = figure.subplots()
-    for k, label in enumerate(labels):
-        heights = [result["by_slice"][name][label][primary] for name in slices]
-        axes.bar(
-            [i + (k - (len(labels) - 1) / 2) * width for i in range(len(slices))],
-            heights,
-            width,
-            label=_plain(label),
-        )
-    axes.set_xticks(range(len(slices)), [_plain(name) for name in slices], rotation=30, ha="right")
-    axes.set_ylabel(_plain(primary))
-    axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: never covers a bar
-    return _png_uri(figure)
+    return bar_chart(series, groups, title="primary metric by slice")
 
 
 def tables_html(result: Mapping[str, Any]) -> str:
     """The metric table (values, deltas, confidence intervals) and the probe table, for embedding."""
-    parts = [f"<p>{html.escape(_summary_line(result))}</p>", _html_table(_metric_table(result))]
+    parts = [f"<p>{esc(_summary_line(result))}</p>", _html_table(_metric_table(result))]
     if result.get("probe"):
         parts += ["<h3>Forgetting probe</h3>", _html_table(_probe_table(result))]
     return "\n".join(parts)
 
 
 def render_html(result: Mapping[str, Any]) -> str:
-    """Return a self-contained HTML comparison (inline CSS, charts as PNG data URIs, no scripts)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure  # a bare Figure: no pyplot global state to leak or close
-
-    title = html.escape(f"Comparison: {result['task']}")
-    parts = [f"<h1>{title}</h1>", f"<p>{html.escape(_summary_line(result))}</p>", "<h2>Metrics</h2>"]
-    parts += [
-        _html_table(_metric_table(result)),
-        f'<img alt="primary metric" src="{_primary_chart(result, Figure)}">',
-    ]
+    """Return a self-contained HTML comparison (inline CSS, charts as inline SVG, no scripts)."""
+    title = f"Comparison: {result['task']}"
+    parts = [f"<h1>{esc(title)}</h1>", f"<p>{esc(_summary_line(result))}</p>", "<h2>Metrics</h2>"]
+    parts += [_html_table(_metric_table(result)), _primary_chart(result)]
     if result.get("probe"):
         parts += ["<h2>Forgetting probe</h2>", _html_table(_probe_table(result))]
     if result.get("by_slice"):
-        parts += [
-            f"<h2>By slice ({html.escape(result['primary_metric'])})</h2>",
-            _html_table(_slice_table(result)),
-        ]
-        parts.append(f'<img alt="primary metric by slice" src="{_slice_chart(result, Figure)}">')
+        parts += [f"<h2>By slice ({esc(result['primary_metric'])})</h2>", _html_table(_slice_table(result))]
+        parts.append(_slice_chart(result))
     parts.append("<h2>Regressions</h2>")
-    for heading, table in _regression_tables(result):
+    for heading, rendered in _regression_tables(result):
         parts += [
-            f"<h3>{html.escape(heading)}</h3>",
-            _html_table(table) if table[1] else "<p>No row got worse.</p>",
+            f"<h3>{esc(heading)}</h3>",
+            _html_table(rendered) if rendered[1] else "<p>No row got worse.</p>",
         ]
-    body = "\n".join(parts)
-    return (
-        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{title}</title>\n'
-        f"<style>{_CSS}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
-    )
+    return page(title, parts)
 
 
 def write_comparison(result: Mapping[str, Any], out_dir: Path) -> dict[str, Path]:

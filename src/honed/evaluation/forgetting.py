@@ -13,9 +13,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import torch
+from transformers import PreTrainedTokenizerBase
+
 from honed.data.tokenize import IGNORE, Encoded, render_prompt
-from honed.evaluation.generate import generate
 from honed.evaluation.likelihood import sequence_nll
+from honed.models.decoding import generate
 
 GENERAL_TEXT = [
     "Most towns grew up where people could cross a river or meet a road. A bridge, a market and a well were "
@@ -50,13 +53,17 @@ CHAT_PROMPTS = [
 ]
 
 
-def base_answers(model, tokenizer, max_new_tokens: int = 48, batch_size: int = 8) -> list[str]:
+def base_answers(
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, max_new_tokens: int = 48, batch_size: int = 8
+) -> list[str]:
     """The base model's greedy answers to the chat prompts (scored later under each model)."""
     prompts = [render_prompt(tokenizer, [{"role": "user", "content": p}]) for p in CHAT_PROMPTS]
     return generate(model, tokenizer, prompts, max_new_tokens, batch_size)
 
 
-def run_probe(model, tokenizer, answers: list[str], batch_size: int = 8) -> dict[str, Any]:
+def run_probe(
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, answers: list[str], batch_size: int = 8
+) -> dict[str, Any]:
     """General-text and base-answer perplexity of `model`."""
     texts = [_plain(tokenizer, text) for text in GENERAL_TEXT]
     chats = [_answer(tokenizer, prompt, answer) for prompt, answer in zip(CHAT_PROMPTS, answers, strict=True)]
@@ -67,12 +74,12 @@ def run_probe(model, tokenizer, answers: list[str], batch_size: int = 8) -> dict
     }
 
 
-def _plain(tokenizer, text: str) -> Encoded:
+def _plain(tokenizer: PreTrainedTokenizerBase, text: str) -> Encoded:
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     return Encoded(ids, [IGNORE, *ids[1:]])
 
 
-def _answer(tokenizer, prompt: str, answer: str) -> Encoded:
+def _answer(tokenizer: PreTrainedTokenizerBase, prompt: str, answer: str) -> Encoded:
     context = tokenizer(
         render_prompt(tokenizer, [{"role": "user", "content": prompt}]), add_special_tokens=False
     )["input_ids"]

@@ -2,7 +2,7 @@
 
 A `ModelTask` reads raw data rows and the model; it returns per-row predictions with a `score` dict, and
 aggregates them like a string task does, so comparisons and confidence intervals treat both kinds alike.
-Log-likelihoods come from `honed.training.loss.row_nll`, the same code that computes the training loss.
+Log-likelihoods come from `honed.models.nll.row_nll`, the same code that computes the training loss.
 """
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from honed.data.tokenize import IGNORE, Encoded, render_prompt
 from honed.errors import DataError
-from honed.training.loss import collate, row_nll
+from honed.models.nll import collate, row_nll
 
 
 @runtime_checkable
@@ -26,7 +27,13 @@ class ModelTask(Protocol):
     primary_metric: str
     lower_is_better: frozenset[str]
 
-    def run(self, model, tokenizer, rows: list[Mapping[str, Any]], batch_size: int) -> list[dict[str, Any]]:
+    def run(
+        self,
+        model: torch.nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        rows: list[Mapping[str, Any]],
+        batch_size: int,
+    ) -> list[dict[str, Any]]:
         """Per-row predictions: {"reference", "prediction", "prompt", "score": {...}}."""
         ...
 
@@ -35,7 +42,9 @@ class ModelTask(Protocol):
         ...
 
 
-def sequence_nll(model, tokenizer, sequences: list[Encoded], batch_size: int) -> list[tuple[float, int]]:
+def sequence_nll(
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, sequences: list[Encoded], batch_size: int
+) -> list[tuple[float, int]]:
     """(summed NLL, token count) of the labelled tokens of each sequence, batched, no gradients."""
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -68,7 +77,13 @@ class PerplexityTask:
     def __init__(self, text_field: str = "text", max_seq_len: int = 1024) -> None:
         self.text_field, self.max_seq_len = text_field, max_seq_len
 
-    def run(self, model, tokenizer, rows: list[Mapping[str, Any]], batch_size: int) -> list[dict[str, Any]]:
+    def run(
+        self,
+        model: torch.nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        rows: list[Mapping[str, Any]],
+        batch_size: int,
+    ) -> list[dict[str, Any]]:
         windows, owner = [], []
         for index, row in enumerate(rows):
             text = row.get(self.text_field)
@@ -131,7 +146,13 @@ class ChoiceTask:
         self.prompt_field, self.choices_field, self.answer_field = prompt_field, choices_field, answer_field
         self.length_normalize = length_normalize
 
-    def run(self, model, tokenizer, rows: list[Mapping[str, Any]], batch_size: int) -> list[dict[str, Any]]:
+    def run(
+        self,
+        model: torch.nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        rows: list[Mapping[str, Any]],
+        batch_size: int,
+    ) -> list[dict[str, Any]]:
         sequences, owners = [], []
         for index, row in enumerate(rows):
             prompt = render_prompt(tokenizer, [{"role": "user", "content": str(row[self.prompt_field])}])

@@ -16,7 +16,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import torch
+from transformers import PreTrainedTokenizerBase
+
 from honed.data.formats import RowError, to_preference
+from honed.data.tokenize import Encoded, encode_pair
 from honed.errors import DataError
 from honed.evaluation.likelihood import sequence_nll
 
@@ -39,10 +43,15 @@ class PreferenceTask:
     def __init__(self, max_prompt_len: int | None = None, system_prompt: str | None = None) -> None:
         self.max_prompt_len, self.system_prompt = max_prompt_len, system_prompt
 
-    def run(self, model, tokenizer, rows: list[Mapping[str, Any]], batch_size: int) -> list[dict[str, Any]]:
-        from honed.training.dpo import encode_pair
-
-        sequences, texts = [], []
+    def run(
+        self,
+        model: torch.nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        rows: list[Mapping[str, Any]],
+        batch_size: int,
+    ) -> list[dict[str, Any]]:
+        sequences: list[Encoded] = []
+        texts: list[tuple[str, str, str]] = []
         for index, row in enumerate(rows):
             try:
                 prompt, chosen, rejected = to_preference(dict(row))
@@ -59,7 +68,13 @@ class PreferenceTask:
         ]
 
     @staticmethod
-    def _prediction(prompt: str, chosen: str, rejected: str, chosen_nll, rejected_nll) -> dict[str, Any]:
+    def _prediction(
+        prompt: str,
+        chosen: str,
+        rejected: str,
+        chosen_nll: tuple[float, int],
+        rejected_nll: tuple[float, int],
+    ) -> dict[str, Any]:
         (c_nll, c_tokens), (r_nll, r_tokens) = chosen_nll, rejected_nll
         per_token = -c_nll / max(c_tokens, 1) + r_nll / max(r_tokens, 1)
         return {

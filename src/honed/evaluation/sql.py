@@ -13,6 +13,7 @@ and a progress handler stops it after `timeout_s` of wall time.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import random
@@ -211,7 +212,7 @@ def _row(
 ) -> list[Any]:
     """Return one generated row: per column about 10% NULL, 35% a gold literal (when the column has one),
     `repeat_rate` a pick from the column's pool (so values repeat) and otherwise a fresh random value."""
-    values = []
+    values: list[Any] = []
     for name, kind in columns:
         draw = rng.random()
         if draw < 0.1:
@@ -252,7 +253,9 @@ def generate_rows(
 # --- sandboxed databases ------------------------------------------------------------------------------
 
 
-def _query_guard(action: int, arg1: str | None, arg2: str | None, dbname: str | None, source) -> int:
+def _query_guard(
+    action: int, arg1: str | None, arg2: str | None, dbname: str | None, source: str | None
+) -> int:
     """Authorizer for scored queries: reading and SELECT-only functions, nothing else."""
     if action in _ALLOWED_ACTIONS:
         return sqlite3.SQLITE_OK
@@ -261,7 +264,9 @@ def _query_guard(action: int, arg1: str | None, arg2: str | None, dbname: str | 
     return sqlite3.SQLITE_DENY
 
 
-def _setup_guard(action: int, arg1: str | None, arg2: str | None, dbname: str | None, source) -> int:
+def _setup_guard(
+    action: int, arg1: str | None, arg2: str | None, dbname: str | None, source: str | None
+) -> int:
     """Authorizer while the row's CREATE TABLE context runs: no ATTACH, DETACH or PRAGMA."""
     if action in _SETUP_DENIED:
         return sqlite3.SQLITE_DENY
@@ -447,9 +452,11 @@ class SqlTask:
                 log.debug("sql task: context does not build a database: %s", error)
                 continue
             try:
-                gold_rows = _attempt(lambda c=conn: run_query(c, gold, self.timeout_s))
+                gold_rows = _attempt(functools.partial(run_query, conn, gold, self.timeout_s))
                 pred_rows = (
-                    _attempt(lambda c=conn: run_query(c, prediction, self.timeout_s)) if pred_ok else None
+                    _attempt(functools.partial(run_query, conn, prediction, self.timeout_s))
+                    if pred_ok
+                    else None
                 )
             finally:
                 conn.close()

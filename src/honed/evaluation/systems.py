@@ -21,8 +21,11 @@ from honed.config.schema import Recipe
 from honed.errors import ConfigError
 from honed.evaluation.compare import System, compare_systems
 from honed.evaluation.compare_render import write_comparison
-from honed.evaluation.evaluate import BASE, FEW_SHOT, TUNED, build_eval, load_eval, probe_numbers, save_eval
+from honed.evaluation.evaluate import EvalTask, build_eval, evaluate_model
 from honed.evaluation.registry import build_task
+from honed.models.load import load_model, load_tokenizer, resolve_base, resolve_device, resolve_dtype
+from honed.runs.directory import load_run_recipe
+from honed.runs.results import BASE, FEW_SHOT, TUNED, load_eval, probe_numbers, save_eval
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +60,7 @@ def compare(
     return result
 
 
-def run_comparison(run_dir: Path, recipe: Recipe, task) -> dict[str, Any] | None:
+def run_comparison(run_dir: Path, recipe: Recipe, task: EvalTask) -> dict[str, Any] | None:
     """The comparison a finished run writes beside its report: base, few-shot and tuned, when present."""
     systems = [System(label, found[1]) for label in LABELS if (found := load_eval(run_dir, label))]
     if len(systems) < 2:
@@ -77,9 +80,7 @@ def _split(spec: str) -> tuple[str, str | None]:
     return spec, None
 
 
-def _first_run_recipe(specs: Sequence[str], task_files) -> Recipe:
-    from honed.training.run_dir import load_run_recipe
-
+def _first_run_recipe(specs: Sequence[str], task_files: Sequence[str | Path]) -> Recipe:
     for spec in specs:
         path, _ = _split(spec)
         if (Path(path) / "recipe.yaml").is_file():
@@ -87,7 +88,9 @@ def _first_run_recipe(specs: Sequence[str], task_files) -> Recipe:
     raise ConfigError("no run directory among the systems: pass --recipe RECIPE to score models on its rows")
 
 
-def _load_system(spec: str, recipe: Recipe, out_dir: Path, task_files, progress: bool):
+def _load_system(
+    spec: str, recipe: Recipe, out_dir: Path, task_files: Sequence[str | Path], progress: bool
+) -> tuple[System, dict[str, float] | None]:
     path, label = _split(spec)
     run_dir = Path(path)
     if (run_dir / "recipe.yaml").is_file():
@@ -99,12 +102,11 @@ def _load_system(spec: str, recipe: Recipe, out_dir: Path, task_files, progress:
     return System(spec, _score_model(spec, recipe, out_dir, task_files, progress)), None
 
 
-def _score_model(base: str, recipe: Recipe, out_dir: Path, task_files, progress: bool) -> list[dict]:
+def _score_model(
+    base: str, recipe: Recipe, out_dir: Path, task_files: Sequence[str | Path], progress: bool
+) -> list[dict[str, Any]]:
     """Zero-shot predictions of model `base` on the recipe's rows, cached in out_dir/systems/."""
     import torch  # noqa: F401  (heavy imports only when a model is actually scored)
-
-    from honed.evaluation.evaluate import evaluate_model
-    from honed.models.load import load_model, load_tokenizer, resolve_base, resolve_device, resolve_dtype
 
     cache = out_dir / "systems"
     label = hashlib.sha256(base.encode()).hexdigest()[:12]

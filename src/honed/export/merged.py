@@ -18,11 +18,18 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from honed.config.schema import Recipe
+from honed.data.tokenize import render_prompt
 from honed.errors import ExportError
+from honed.runs.directory import load_run_recipe
+from honed.runs.final import load_tuned
+
+if TYPE_CHECKING:  # transformers is heavy: only the type checker imports it here
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +63,15 @@ class MergedRun:
     """A finished run's model with its adapter folded in (float32, eval mode), and what parity needs."""
 
     run_dir: Path
-    recipe: Any  # honed.config.schema.Recipe
-    model: Any  # a transformers PreTrainedModel, no PEFT wrapper
-    tokenizer: Any
+    recipe: Recipe
+    model: PreTrainedModel  # no PEFT wrapper
+    tokenizer: PreTrainedTokenizerBase
     golden: list[Golden]
     adapter_logits: torch.Tensor  # (total golden tokens, vocab): the adapter model's, before merging
 
 
 def merge_run(run_dir: str | Path, golden_count: int = GOLDEN_PROMPTS) -> MergedRun:
     """Load a finished run, score the golden prompts with the adapter model, then fold the adapter in."""
-    from honed.training.run_dir import load_run_recipe
-    from honed.training.sft import load_tuned
-
     run_dir = Path(run_dir)
     recipe = load_run_recipe(run_dir)
     log.info("merge: loading %s and folding its adapter into the base weights", run_dir)
@@ -79,7 +83,7 @@ def merge_run(run_dir: str | Path, golden_count: int = GOLDEN_PROMPTS) -> Merged
     return MergedRun(run_dir, recipe, merged.eval(), tokenizer, golden, adapter_logits)
 
 
-def export_merged(run_dir: str | Path, out_dir: str | Path, overwrite: bool = False) -> dict:
+def export_merged(run_dir: str | Path, out_dir: str | Path, overwrite: bool = False) -> dict[str, Any]:
     """Write merged weights + tokenizer to `out_dir`; return the parity figures."""
     from transformers import AutoModelForCausalLM
 
@@ -113,14 +117,16 @@ def export_merged(run_dir: str | Path, out_dir: str | Path, overwrite: bool = Fa
 
 
 def golden_rows(
-    tokenizer, run_dir: Path, system_prompt: str | None = None, count: int = GOLDEN_PROMPTS
+    tokenizer: PreTrainedTokenizerBase,
+    run_dir: Path,
+    system_prompt: str | None = None,
+    count: int = GOLDEN_PROMPTS,
 ) -> list[Golden]:
     """`count` prompts: the run's own evaluation prompts and references first, then fixed text.
 
     Prompts are rendered with `render_prompt`, the recipe's system prompt first when it has one, as the
     run's evaluation rendered them (predictions.jsonl keeps only the last user message).
     """
-    from honed.data.tokenize import render_prompt
 
     def render(text: str) -> str:
         system = [{"role": "system", "content": system_prompt}] if system_prompt else []
@@ -138,12 +144,12 @@ def golden_rows(
     return rows
 
 
-def golden_ids(tokenizer, golden: list[Golden]) -> list[torch.Tensor]:
+def golden_ids(tokenizer: PreTrainedTokenizerBase, golden: list[Golden]) -> list[torch.Tensor]:
     """Each golden prompt's token ids, shape (1, tokens), as evaluation encodes them (no added specials)."""
     return [torch.tensor([tokenizer(g.prompt, add_special_tokens=False)["input_ids"]]) for g in golden]
 
 
-def logits(model, inputs: list[torch.Tensor]) -> torch.Tensor:
+def logits(model: torch.nn.Module, inputs: list[torch.Tensor]) -> torch.Tensor:
     """The model's float32 logits at every position of every input, concatenated: (tokens, vocab)."""
     device = next(model.parameters()).device
     with torch.no_grad():

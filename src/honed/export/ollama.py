@@ -15,8 +15,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from honed.data.tokenize import render_prompt
 from honed.errors import ExportError
+
+if TYPE_CHECKING:  # transformers is heavy: only the type checker imports it here
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +54,8 @@ def template_family(chat_template: str | None) -> str | None:
     return None
 
 
-def default_system(tokenizer, family: str | None) -> str | None:
+def default_system(tokenizer: PreTrainedTokenizerBase, family: str | None) -> str | None:
     """The system message a ChatML template inserts when a conversation has none (SmolLM2's), else None."""
-    from honed.data.tokenize import render_prompt
-
     if family != CHATML:
         return None
     text = render_prompt(tokenizer, [{"role": "user", "content": "x"}])
@@ -62,7 +65,9 @@ def default_system(tokenizer, family: str | None) -> str | None:
     return text[len(head) : text.index("<|im_end|>")]
 
 
-def modelfile_text(gguf_name: str, tokenizer, system_prompt: str | None = None) -> str:
+def modelfile_text(
+    gguf_name: str, tokenizer: PreTrainedTokenizerBase, system_prompt: str | None = None
+) -> str:
     """The Modelfile for `gguf_name` (a file in the same folder) and the run's tokenizer and system prompt."""
     family = template_family(tokenizer.chat_template)
     lines = [
@@ -80,7 +85,7 @@ def modelfile_text(gguf_name: str, tokenizer, system_prompt: str | None = None) 
         )
     else:
         lines.append(f'TEMPLATE """{TEMPLATES[family]}"""')
-    stop = END_OF_TURN.get(family) or tokenizer.eos_token
+    stop = END_OF_TURN[family] if family is not None else tokenizer.eos_token
     if stop:
         lines.append(f'PARAMETER stop "{stop}"')
     system = system_prompt or default_system(tokenizer, family)
@@ -93,7 +98,9 @@ def modelfile_text(gguf_name: str, tokenizer, system_prompt: str | None = None) 
     return "\n".join(lines) + "\n"
 
 
-def write_modelfile(out_dir: Path, gguf_name: str, tokenizer, system_prompt: str | None = None) -> Path:
+def write_modelfile(
+    out_dir: Path, gguf_name: str, tokenizer: PreTrainedTokenizerBase, system_prompt: str | None = None
+) -> Path:
     """Write `out_dir/Modelfile` pointing at `gguf_name`; return its path."""
     path = Path(out_dir) / "Modelfile"
     path.write_text(modelfile_text(gguf_name, tokenizer, system_prompt))

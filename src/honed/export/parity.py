@@ -23,12 +23,21 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from honed.config.schema import Recipe
+from honed.data.tokenize import chat_template_digest
 from honed.errors import ExportError, HonedError
+from honed.evaluation.evaluate import is_model_task
+from honed.evaluation.registry import build_task
+from honed.evaluation.tasks import Task
 from honed.export.merged import Golden, MergedRun, golden_ids, logits
+from honed.models.decoding import generate
+
+if TYPE_CHECKING:  # transformers is heavy: only the type checker imports it here
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +90,7 @@ class Reference:
     greedy: list[str]
     metric_name: str | None
     metric: float | None
-    task: Any = field(default=None, repr=False)  # the run's generation task (None: not scored)
+    task: Task | None = field(default=None, repr=False)  # the run's generation task (None: not scored)
 
     def figures(self) -> dict[str, Any]:
         """What parity.json records of the merged model."""
@@ -154,7 +163,7 @@ def check_gguf(
     return figures
 
 
-def _reload(path: Path):
+def _reload(path: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The GGUF file's model (float32, eval) and tokenizer, as transformers builds them."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -166,10 +175,10 @@ def _reload(path: Path):
     return model.eval(), tokenizer
 
 
-def _check_tokenizer(path: Path, tokenizer, golden: list[Golden], reference: Reference) -> None:
+def _check_tokenizer(
+    path: Path, tokenizer: PreTrainedTokenizerBase, golden: list[Golden], reference: Reference
+) -> None:
     """The file's chat template and tokenization must be the run's."""
-    from honed.data.tokenize import chat_template_digest
-
     digest = chat_template_digest(tokenizer)
     if digest != reference.template_sha256:
         raise ExportError(
@@ -190,7 +199,9 @@ def _check_tokenizer(path: Path, tokenizer, golden: list[Golden], reference: Ref
                 )
 
 
-def _check_weights(path: Path, reloaded, merged, stored: dict[str, str]) -> float:
+def _check_weights(
+    path: Path, reloaded: torch.nn.Module, merged: torch.nn.Module, stored: dict[str, str]
+) -> float:
     """The largest weight difference as a share of its stored type's rounding; ExportError above 1."""
     got, want = reloaded.state_dict(), merged.state_dict()
     worst, where = 0.0, ""
@@ -244,22 +255,19 @@ def _enforce(path: Path, figures: dict[str, Any], bounds: Bounds, reference: Ref
         raise ExportError(f"{path.name} fails its parity check: {'; '.join(failures)}")
 
 
-def _encode(tokenizer, golden: list[Golden], special: bool) -> list[list[int]]:
+def _encode(tokenizer: PreTrainedTokenizerBase, golden: list[Golden], special: bool) -> list[list[int]]:
     return [tokenizer(g.prompt, add_special_tokens=special)["input_ids"] for g in golden]
 
 
-def _greedy(model, tokenizer, golden: list[Golden], stop: list[str]) -> list[str]:
-    from honed.evaluation.generate import generate
-
+def _greedy(
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, golden: list[Golden], stop: list[str]
+) -> list[str]:
     prompts = [g.prompt for g in golden]
     return generate(model, tokenizer, prompts, GREEDY_NEW_TOKENS, batch_size=len(prompts), stop=stop)
 
 
-def _task(recipe):
+def _task(recipe: Recipe) -> Task | None:
     """The run's generation task, or None for likelihood tasks and tasks that cannot be built here."""
-    from honed.evaluation.evaluate import is_model_task
-    from honed.evaluation.registry import build_task
-
     try:
         task = build_task(recipe.eval.task, recipe.eval.task_options)
     except HonedError as exc:
@@ -268,7 +276,7 @@ def _task(recipe):
     return None if is_model_task(task) else task
 
 
-def _metric(task, golden: list[Golden], answers: list[str]) -> float | None:
+def _metric(task: Task | None, golden: list[Golden], answers: list[str]) -> float | None:
     """The task's primary metric over the golden rows that have a reference; None when none do."""
     rows = [(g.reference, a) for g, a in zip(golden, answers, strict=True) if g.reference is not None]
     if task is None or not rows:
@@ -283,8 +291,6 @@ def _metric(task, golden: list[Golden], answers: list[str]) -> float | None:
 
 def _run_template_digest(merged: MergedRun) -> str:
     """The chat template digest the run recorded at training time, else its final tokenizer's."""
-    from honed.data.tokenize import chat_template_digest
-
     train = merged.run_dir / "train.json"
     recorded = json.loads(train.read_text()).get("chat_template_sha256") if train.is_file() else None
     return recorded or chat_template_digest(merged.tokenizer)

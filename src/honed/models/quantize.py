@@ -17,8 +17,13 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from honed.errors import ConfigError, ModelError
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import BitsAndBytesConfig, PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +49,9 @@ def nf4_bytes(numel: int) -> int:
     return packed + blocks + nested_scales + code_books
 
 
-def load_quantized(folder: Path, dtype, device, trust_remote_code: bool = False):
+def load_quantized(
+    folder: Path, dtype: torch.dtype, device: torch.device, trust_remote_code: bool = False
+) -> PreTrainedModel:
     """Load the causal LM in `folder` onto `device` with its linear layers (not `lm_head`) in 4-bit NF4,
     computing in `dtype`; everything else is in `dtype`. Raises ModelError/ConfigError naming the fix when
     bitsandbytes is missing, too old, or cannot run 4-bit layers on `device`.
@@ -90,7 +97,7 @@ def load_quantized(folder: Path, dtype, device, trust_remote_code: bool = False)
     return model
 
 
-def _bnb_config(dtype):
+def _bnb_config(dtype: torch.dtype) -> BitsAndBytesConfig:
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(
@@ -101,7 +108,7 @@ def _bnb_config(dtype):
     )
 
 
-def check_backend(device) -> None:
+def check_backend(device: torch.device) -> None:
     """bitsandbytes is importable, new enough, and has kernels for `device`'s type."""
     try:
         import bitsandbytes
@@ -137,7 +144,7 @@ def _check_unquantised(folder: Path) -> None:
         )
 
 
-def _probe(model, device, dtype) -> None:
+def _probe(model: PreTrainedModel, device: torch.device, dtype: torch.dtype) -> None:
     """One forward and backward through a 4-bit layer, so a backend without the kernels fails here,
     with a message, rather than in the middle of the first training step."""
     import bitsandbytes

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from honed.errors import ModelError
 
@@ -107,7 +107,7 @@ def architecture_from_gguf(path: str | Path) -> tuple[Architecture, int | None]:
         raise ModelError(f"{path}: not a readable GGUF file ({exc})") from None
     fields = reader.fields
 
-    def value(key: str):
+    def value(key: str) -> Any:  # a GGUF field holds a string or a number, or is absent (None)
         field = fields.get(key)
         if field is None or not field.data:
             return None
@@ -135,12 +135,30 @@ def architecture_from_gguf(path: str | Path) -> tuple[Architecture, int | None]:
     return numbers, value(f"{arch}.context_length")
 
 
-def _model(name, hub_id, params, context, license_, commercial, template, arch, notes="", *, package=""):
+def _model(
+    name: str,
+    hub_id: str,
+    params: float,
+    context: int,
+    license_: str,
+    commercial: bool,
+    template: str,
+    arch: Architecture,
+    notes: str = "",
+    *,
+    package: str = "",
+) -> KnownModel:
     return KnownModel(name, hub_id, params, context, license_, commercial, template, arch, notes, package)
 
 
-_SMOL = {"vocab": 49152}
-_QWEN = {"vocab": 151936}
+class _Vocab(TypedDict):
+    """The vocabulary size a model family shares, passed to `Architecture` as `**family`."""
+
+    vocab: int
+
+
+_SMOL: _Vocab = {"vocab": 49152}
+_QWEN: _Vocab = {"vocab": 151936}
 _LLAMA32 = "Llama 3.2 Community License"
 _LLAMA_NOTE = "commercial use allowed below 700M monthly users; the acceptable-use policy applies"
 _GEMMA_NOTE = "Gemma Terms of Use: commercial use allowed under the prohibited-use policy"

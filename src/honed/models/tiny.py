@@ -8,13 +8,19 @@ local-folder loading path.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from honed.models.load import FALLBACK_CHAT_TEMPLATE
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
-def build_tiny_tokenizer(train_text: list[str] | None = None, vocab_size: int = 420):
+def build_tiny_tokenizer(
+    train_text: list[str] | None = None, vocab_size: int = 420
+) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer plus ChatML special tokens: with no merges (one token per byte), or with
     merges trained on `train_text` up to `vocab_size` tokens (deterministic), as GGUF export needs."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -57,7 +63,7 @@ def build_tiny_model(
     layers: int = 2,
     seed: int = 0,
     tie_word_embeddings: bool = False,
-    tokenizer=None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
     config_class: str = "LlamaConfig",
 ) -> Path:
     """Write a tiny random decoder (a Llama unless `config_class` names another transformers config) with

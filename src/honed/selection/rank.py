@@ -105,7 +105,7 @@ def _score_and_source(candidate: dict) -> tuple[float | None, str | None]:
     scores = stage_scores(candidate)
     if scores["trial"] is not None:
         return scores["trial"], "trial"
-    shots = [(scores[s], s) for s in ("zero_shot", "few_shot") if scores[s] is not None]
+    shots = [(value, s) for s in ("zero_shot", "few_shot") if (value := scores[s]) is not None]
     if not shots:
         return None, None
     return max(shots, key=lambda pair: pair[0])  # max keeps the first on a tie: zero-shot, no examples

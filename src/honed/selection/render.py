@@ -2,19 +2,20 @@
 
 This module owns the layout only: the table columns and their number formats, the recommendation box,
 an inline-SVG score chart and the example predictions. It decides nothing (selection/rank.py ranks and
-recommends) and measures nothing. The HTML reuses the run report's look (evaluation/report.py's CSS),
-has no scripts and no external assets, and passes every user or model string through `html.escape`.
+recommends) and measures nothing. The look, escaping, tables and the chart come from `honed._utils.html`,
+shared with the run report: no scripts, no external assets, and every user or model string escaped.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from honed.evaluation.report import _CSS, _esc
-from honed.selection.rank import GIB, STAGES, Constraints, _number, stage_scores
+from honed._utils.html import Bar, BarGroup, bar_chart, esc, kv_table, muted, page, pre_td, table, td, tr
+from honed.selection.rank import GIB, STAGES, Constraints, stage_scores
 
 _COLUMNS = (
     "#", "name", "status", "params", "zero-shot", "few-shot", "trial",
@@ -26,8 +27,8 @@ _META_KEYS = (
     ("device", "device"), ("wall_s", "wall s"), ("date", "date"),
 )  # fmt: skip
 _MAX_EXAMPLES = 3
+_COMMERCIAL: dict[Any, str] = {True: "yes", False: "no"}  # commercial_use may be missing or None
 _STAGE_COLORS = {"zero_shot": "#93c5fd", "few_shot": "#2563eb", "trial": "#15803d"}
-_LABEL_W, _BAR_W, _VALUE_W, _BAR_H, _GAP, _LEGEND_H = 220, 360, 56, 12, 10, 24
 _SELECT_CSS = """
 .rec{border:2px solid #15803d;background:#f0fdf4;padding:.75rem 1rem;border-radius:6px;margin:1rem 0}
 .rec.none{border-color:#b91c1c;background:#fef2f2}
@@ -54,9 +55,9 @@ def render_text(ranked: list[dict], recommendation: dict, constraints: Constrain
 
 def render_html(ranked: list[dict], recommendation: dict, constraints: Constraints, meta: dict) -> str:
     """Return the ranking as one self-contained HTML document (inline CSS and SVG, no scripts)."""
-    recipe = _esc(meta.get("recipe") or "unnamed recipe")
+    recipe = str(meta.get("recipe") or "unnamed recipe")
     sections = [
-        f"<h1>honed select: {recipe}</h1>",
+        f"<h1>honed select: {esc(recipe)}</h1>",
         _meta_table(meta),
         "<h2>Constraints</h2>",
         _kv_table(_constraint_rows(constraints)),
@@ -66,14 +67,9 @@ def render_html(ranked: list[dict], recommendation: dict, constraints: Constrain
         "<h2>Scores</h2>",
         score_chart_svg(ranked),
         "<h2>Examples</h2>",
-        "".join(_examples_section(row) for row in ranked) or '<p class="muted">No candidates.</p>',
+        "".join(_examples_section(row) for row in ranked) or muted("No candidates."),
     ]
-    body = "\n".join(sections)
-    return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        f"<title>honed select: {recipe}</title>\n<style>{_CSS}{_SELECT_CSS}</style>\n</head>\n"
-        f"<body>\n{body}\n</body>\n</html>\n"
-    )
+    return page(f"honed select: {recipe}", sections, extra_css=_SELECT_CSS)
 
 
 def write_report(
@@ -92,6 +88,13 @@ def write_report(
     html_path = folder / "report.html"
     html_path.write_text(render_html(ranked, recommendation, constraints, meta), encoding="utf-8")
     return html_path
+
+
+def _number(value: Any) -> float | None:
+    """Return `value` as a float if it is a finite int or float (bools excluded), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 def format_params(params: Any) -> str:
@@ -132,7 +135,7 @@ def _cells(row: dict) -> list[str]:
     """Return one candidate's table cells as unescaped strings, in `_COLUMNS` order."""
     scores = stage_scores(row)
     memory = _number(row.get("train_memory_bytes"))
-    commercial = {True: "yes", False: "no"}.get(row.get("commercial_use"), "?")
+    commercial = _COMMERCIAL.get(row.get("commercial_use"), "?")
     return [
         str(row.get("rank", "")),
         str(row.get("name")),
@@ -180,10 +183,7 @@ def _recommendation_text(recommendation: dict) -> str:
 
 def _kv_table(rows: list[tuple[str, Any]]) -> str:
     """Return a two-column HTML table of (label, value) rows, all escaped."""
-    if not rows:
-        return '<p class="muted">Not recorded.</p>'
-    cells = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in rows)
-    return f"<table>{cells}</table>"
+    return kv_table([(k, td(v)) for k, v in rows])
 
 
 def _meta_table(meta: dict) -> str:
@@ -199,96 +199,58 @@ def _meta_table(meta: dict) -> str:
 def _recommendation_box(recommendation: dict) -> str:
     """Return the highlighted box naming the recommended candidate and why (or why none)."""
     name = recommendation.get("name")
-    title = f"Recommended: {_esc(name)}" if name else "No recommendation"
+    title = f"Recommended: {name}" if name else "No recommendation"
     css = "rec" if name else "rec none"
-    return f'<div class="{css}"><b>{title}</b><p>{_esc(recommendation.get("why", ""))}</p></div>'
+    return f'<div class="{css}"><b>{esc(title)}</b><p>{esc(recommendation.get("why", ""))}</p></div>'
 
 
 def _ranking_table(ranked: list[dict]) -> str:
     """Return the ranked table with a reasons column; excluded rows are greyed."""
     if not ranked:
-        return '<p class="muted">No candidates.</p>'
-    head = "<tr>" + "".join(f"<th>{_esc(c)}</th>" for c in _COLUMNS) + "<th>reasons</th></tr>"
-    return f"<table>{head}{''.join(_ranking_row(row) for row in ranked)}</table>"
+        return muted("No candidates.")
+    return table([*_COLUMNS, "reasons"], [_ranking_row(row) for row in ranked])
 
 
 def _ranking_row(row: dict) -> str:
     """Return one ranked candidate as a table row, numbers right-aligned, reasons as a list."""
-    cells = "".join(
-        f"<td>{_esc(cell)}</td>" if column in _TEXT_COLUMNS else f'<td class="num">{_esc(cell)}</td>'
+    cells = [
+        td(cell) if column in _TEXT_COLUMNS else td(cell, "num")
         for cell, column in zip(_cells(row), _COLUMNS, strict=True)
-    )
-    reasons = "".join(f"<li>{_esc(reason)}</li>" for reason in row.get("reasons", []))
-    css = "" if row.get("eligible") else ' class="excluded"'
-    return f'<tr{css}>{cells}<td><ul class="reasons">{reasons}</ul></td></tr>'
+    ]
+    reasons = "".join(f"<li>{esc(reason)}</li>" for reason in row.get("reasons", []))
+    cells.append(f'<td><ul class="reasons">{reasons}</ul></td>')
+    return tr(cells, "" if row.get("eligible") else "excluded")
 
 
 def score_chart_svg(ranked: list[dict]) -> str:
-    """Return an inline SVG with one horizontal bar per candidate and stage (zero-shot, few-shot, trial)."""
+    """Return an inline SVG with one horizontal bar per candidate and stage (zero-shot, few-shot, trial).
+
+    The SVG leaves out its namespace URL (HTML does not need it), so the page holds no URL at all.
+    """
     stages = [s for s in STAGES if s != "trial" or any(stage_scores(r)["trial"] is not None for r in ranked)]
-    values = [v for r in ranked for v in stage_scores(r).values() if v is not None]
-    top = max([1.0, *values])  # metrics are mostly in [0, 1]; widen only when one is larger
-    group_h = len(stages) * _BAR_H + _GAP
-    width, height = _LABEL_W + _BAR_W + _VALUE_W, _LEGEND_H + max(len(ranked), 1) * group_h
-    parts = [
-        f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
-        'aria-label="score per candidate" font-size="11">',
-        *_chart_legend(stages),
-    ]
-    for index, row in enumerate(ranked):
-        parts += _chart_group(row, stages, _LEGEND_H + index * group_h, top)
-    if not ranked:
-        parts.append(
-            f'<text x="{width / 2}" y="{height - 4}" text-anchor="middle" fill="#6b7280">none</text>'
-        )
-    return "".join(parts) + "</svg>"
-
-
-def _chart_legend(stages: list[str]) -> list[str]:
-    """Return SVG elements for a one-line legend above the bars."""
-    out = []
-    for i, stage in enumerate(stages):
-        x = _LABEL_W + 90 * i
-        out.append(f'<rect x="{x}" y="6" width="12" height="10" fill="{_STAGE_COLORS[stage]}"/>')
-        out.append(f'<text x="{x + 16}" y="15">{_esc(stage.replace("_", "-"))}</text>')
-    return out
-
-
-def _chart_group(row: dict, stages: list[str], y: float, top: float) -> list[str]:
-    """Return the label and bars of one candidate, starting at pixel row `y`."""
-    name = str(row.get("name"))
-    label = name if len(name) <= 32 else name[:31] + "…"
-    fill = "" if row.get("eligible") else ' fill="#9ca3af"'
-    out = [f'<text x="{_LABEL_W - 8}" y="{y + _BAR_H + 2}" text-anchor="end"{fill}>{_esc(label)}</text>']
-    scores = stage_scores(row)
-    for i, stage in enumerate(stages):
-        bar_y, value = y + i * _BAR_H, scores[stage]
-        if value is None:
-            out.append(f'<text x="{_LABEL_W + 4}" y="{bar_y + _BAR_H - 2}" fill="#9ca3af">-</text>')
-            continue
-        length = max(value, 0.0) / top * _BAR_W
-        out.append(
-            f'<rect x="{_LABEL_W}" y="{bar_y + 1}" width="{length:.1f}" height="{_BAR_H - 2}" '
-            f'fill="{_STAGE_COLORS[stage]}"/>'
-        )
-        out.append(f'<text x="{_LABEL_W + length + 4:.1f}" y="{bar_y + _BAR_H - 2}">{value:.3f}</text>')
-    return out
+    series = [(stage.replace("_", "-"), _STAGE_COLORS[stage]) for stage in stages]
+    groups = []
+    for row in ranked:
+        scores = [stage_scores(row)[stage] for stage in stages]
+        bars = [None if score is None else Bar(score) for score in scores]
+        groups.append(BarGroup(str(row.get("name")), bars, muted=not row.get("eligible")))
+    return bar_chart(series, groups, title="score per candidate", xmlns=False)
 
 
 def _examples_section(row: dict) -> str:
     """Return one candidate's heading and up to three predictions side by side."""
     examples = [e for e in row.get("examples") or [] if isinstance(e, dict)][:_MAX_EXAMPLES]
-    heading = f"<h3>{_esc(row.get('name'))}</h3>"
+    heading = f"<h3>{esc(row.get('name'))}</h3>"
     if not examples:
-        return heading + '<p class="muted">No examples recorded.</p>'
+        return heading + muted("No examples recorded.")
     k = row.get("few_shot_k")
-    few = f"few-shot answer (k={_esc(k)})" if k is not None else "few-shot answer"
-    head = f"<tr><th>prompt</th><th>reference</th><th>zero-shot answer</th><th>{few}</th></tr>"
-    cells = ("prompt", "reference", "zero_shot", "few_shot")
-    body = "".join("<tr>" + "".join(_pre(e.get(key)) for key in cells) + "</tr>" for e in examples)
-    return f'{heading}<table class="examples">{head}{body}</table>'
+    few = f"few-shot answer (k={k})" if k is not None else "few-shot answer"
+    header = ["prompt", "reference", "zero-shot answer", few]
+    keys = ("prompt", "reference", "zero_shot", "few_shot")
+    rows = [tr(_pre(e.get(key)) for key in keys) for e in examples]
+    return heading + table(header, rows, css="examples")
 
 
 def _pre(value: Any) -> str:
     """Return a table cell holding `value` escaped and pre-wrapped ("-" when missing)."""
-    return f"<td><pre>{_esc('-' if value is None else value)}</pre></td>"
+    return pre_td("-" if value is None else value)

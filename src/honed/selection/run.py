@@ -17,14 +17,34 @@ import logging
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from honed.config.schema import Recipe
+from honed.data.cache import cached_examples
+from honed.data.dataset import EvalRow
 from honed.data.tokenize import Encoded, render_prompt
 from honed.errors import ModelError
-from honed.models.registry import lookup
+from honed.evaluation.evaluate import EvalTask, build_eval, draw_shots, evaluate_model, with_shots
+from honed.models.decoding import generate
+from honed.models.load import (
+    EMBEDDED,
+    load_model,
+    load_tokenizer,
+    resolve_base,
+    resolve_device,
+    resolve_dtype,
+)
+from honed.models.registry import architecture_from_config, architecture_from_gguf, lookup, param_count
+from honed.pipeline.finetune import train_model
 from honed.selection.rank import Constraints, rank, recommend
 from honed.selection.render import write_report
+from honed.sizing.calibrate import matmul_peak_flops
+from honed.sizing.estimate import DEFAULT_UTILISATION, estimate
+from honed.sizing.fit import config_from_architecture, model_config, workload_of
+
+if TYPE_CHECKING:  # torch and transformers are heavy: only the type checker imports them here
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +67,6 @@ def select(
     Returns the report folder, the ranked candidates and the recommendation.
     """
     import torch
-
-    from honed.models.load import resolve_device
-    from honed.training.calibrate import matmul_peak_flops
-    from honed.training.estimate import DEFAULT_UTILISATION
 
     constraints = constraints or Constraints()
     start = time.perf_counter()
@@ -96,8 +112,6 @@ def facts(name: str) -> dict[str, Any]:
     """What is known of a candidate without loading it: registry entry, config.json or GGUF metadata."""
     import json
 
-    from honed.models.registry import architecture_from_config, architecture_from_gguf, param_count
-
     known = lookup(name)
     path = Path(name).expanduser()
     base = {
@@ -128,7 +142,15 @@ def facts(name: str) -> dict[str, Any]:
     return {**base, "source": "hub", "params": None}
 
 
-def _measure(name, recipe, trial_steps, device, throughput, lengths, progress):
+def _measure(
+    name: str,
+    recipe: Recipe,
+    trial_steps: int,
+    device: torch.device,
+    throughput: float,
+    lengths: list[Encoded] | None,
+    progress: bool,
+) -> tuple[dict[str, Any], list[Encoded] | None]:
     """One candidate's row for the ranking, and its tokenized training examples (None if not loaded)."""
     found = {
         **facts(name),
@@ -159,8 +181,6 @@ def _measure(name, recipe, trial_steps, device, throughput, lengths, progress):
 
 def _local_folder(name: str, recipe: Recipe) -> Path | None:
     """The candidate's weights folder if it is on this machine (converted once if GGUF), else None."""
-    from honed.models.load import EMBEDDED, resolve_base
-
     known = lookup(name)
     path = Path(name).expanduser()
     here = name == EMBEDDED or path.exists() or (known is not None and bool(known.package))
@@ -183,12 +203,16 @@ def _in_hf_cache(repo_id: str) -> bool:
     return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
 
 
-def _evaluate(found, recipe, folder, trial_steps, device, throughput, progress) -> list[Encoded]:
+def _evaluate(
+    found: dict[str, Any],
+    recipe: Recipe,
+    folder: Path,
+    trial_steps: int,
+    device: torch.device,
+    throughput: float,
+    progress: bool,
+) -> list[Encoded]:
     """Fill in a loaded candidate's scores, latency, estimate and trial; return its training examples."""
-    from honed.data.cache import cached_examples
-    from honed.evaluation.evaluate import build_eval, draw_shots, evaluate_model, with_shots
-    from honed.models.load import load_model, load_tokenizer, resolve_dtype
-
     tokenizer = load_tokenizer(folder, recipe.model.trust_remote_code)
     if found["chat_template"] is None:
         found["chat_template"] = "own" if _ships_template(folder) else "fallback"
@@ -226,7 +250,7 @@ def _numbers(metrics: dict[str, Any]) -> dict[str, float]:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def _examples(zero: list[dict], few: list[dict] | None) -> list[dict[str, Any]]:
+def _examples(zero: list[dict[str, Any]], few: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
     return [
         {
             "prompt": row["prompt"],
@@ -239,10 +263,10 @@ def _examples(zero: list[dict], few: list[dict] | None) -> list[dict[str, Any]]:
     ]
 
 
-def _latency(model, tokenizer, rows, recipe: Recipe) -> tuple[float | None, float | None]:
+def _latency(
+    model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, rows: list[EvalRow], recipe: Recipe
+) -> tuple[float | None, float | None]:
     """Mean seconds per answer and generated tokens per second, one request at a time."""
-    from honed.evaluation.generate import generate
-
     if not rows or not rows[0].prompt:
         return None, None
     prompts = [render_prompt(tokenizer, row.prompt) for row in rows[:_LATENCY_ROWS]]
@@ -256,12 +280,15 @@ def _latency(model, tokenizer, rows, recipe: Recipe) -> tuple[float | None, floa
 
 
 def _estimate_into(
-    found, recipe, examples, device, throughput, proxy: bool, folder: Path | None = None
+    found: dict[str, Any],
+    recipe: Recipe,
+    examples: list[Encoded],
+    device: str,
+    throughput: float,
+    proxy: bool,
+    folder: Path | None = None,
 ) -> None:
     """Predicted training memory and time per epoch of `recipe` for this candidate."""
-    from honed.training.estimate import estimate
-    from honed.training.fit import config_from_architecture, model_config, workload_of
-
     if folder is not None:
         arch, config = model_config(folder)
     else:
@@ -280,12 +307,16 @@ def _estimate_into(
 
 
 def _trial(
-    model, tokenizer, examples, recipe: Recipe, task, rows, steps: int, progress: bool
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: list[Encoded],
+    recipe: Recipe,
+    task: EvalTask,
+    rows: list[EvalRow],
+    steps: int,
+    progress: bool,
 ) -> dict[str, float]:
     """Fine-tune a LoRA adapter for `steps` steps on the training data, then score it on the same rows."""
-    from honed.evaluation.evaluate import evaluate_model
-    from honed.training.sft import train_model
-
     trial = recipe.model_copy(
         update={
             "adapter": "lora",

@@ -1,12 +1,13 @@
-"""The HTTP app: a thin FastAPI router over the completion service, the engine and the request store.
+"""The HTTP app of `honed serve`: built from settings, its state on `app.state`, the routes of `routes.py`,
+and the one place where honed's exceptions become HTTP statuses.
 
-Routes: GET /v1/models, POST /v1/chat/completions, POST /v1/completions (both stream with SSE when asked),
-POST /v1/feedback, GET /health, GET /metrics (Prometheus text). Errors use OpenAI's shape,
-`{"error": {"message", "type", "param", "code"}}`, with a proper status: 400 for a bad request, 404 for an
-unknown model or request id, 429 when the queue is full, 504 when a request runs past its timeout.
+Errors use OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, with a proper status
+(`error_status`): an `ApiError` carries its own (404 unknown model, 501 feedback off, 504 past its timeout,
+...); `QueueFull` is 429, `NotFoundError` (unknown request id) 404, any other HonedError and a request
+that fails validation 400.
 
 `create_app` builds everything from arguments (no module globals), so tests run several apps in one
-process; `run_server` is what `honed serve` calls.
+process; `run_server` is what `honed serve` calls; `BackgroundServer` runs an app on a thread.
 """
 
 from __future__ import annotations
@@ -15,145 +16,93 @@ import contextlib
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse
 
-from honed.errors import HonedError, NotFoundError
-from honed.serve.completions import ApiError, CompletionService
-from honed.serve.engine import Engine, EngineSettings, QueueFull
+from honed.errors import ApiError, HonedError, NotFoundError
+from honed.models.load import resolve_device, resolve_dtype
+from honed.serve.completions import CompletionService
+from honed.serve.engine import BASE_ADAPTER, Engine, QueueFull
 from honed.serve.metrics import ServerMetrics
-from honed.serve.protocol import ChatCompletionRequest, CompletionRequest, FeedbackRequest, error_body
-from honed.serve.store import DEFAULT_STORE
+from honed.serve.models import Served, load_served, parse_sources
+from honed.serve.protocol import error_body
+from honed.serve.routes import router
+from honed.serve.settings import DEFAULTS, ServeSettings
+from honed.serve.store import RequestStore, open_store
+
+__all__ = ["BackgroundServer", "ServeSettings", "build_app", "create_app", "error_status", "run_server"]
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class ServeSettings:
-    """Everything `honed serve` takes besides what to serve; the CLI flags have the same names."""
-
-    host: str = "127.0.0.1"
-    port: int = 8000
-    max_batch_size: int = 16
-    max_queue: int = 64
-    request_timeout_s: float = 120.0
-    max_tokens_limit: int = 1024  # the most tokens one choice may ask for
-    store: str | None = DEFAULT_STORE  # SQLAlchemy URL or path; None or "off": nothing is stored
-    device: str = "auto"
-    dtype: str = "auto"
+# HonedError class -> (HTTP status, OpenAI error type); the first row `exc` is an instance of wins.
+_STATUS: tuple[tuple[type[HonedError], int, str], ...] = (
+    (QueueFull, 429, "rate_limit_exceeded"),
+    (NotFoundError, 404, "invalid_request_error"),
+    (HonedError, 400, "invalid_request_error"),
+)
 
 
-def create_app(sources: list[str], settings: ServeSettings = ServeSettings()) -> FastAPI:
+def error_status(exc: HonedError) -> tuple[int, str]:
+    """The HTTP status and OpenAI error type that answer `exc`: an ApiError's own, else `_STATUS`'s."""
+    if isinstance(exc, ApiError):
+        return exc.status, exc.kind
+    return next((status, kind) for cls, status, kind in _STATUS if isinstance(exc, cls))
+
+
+def create_app(sources: list[str], settings: ServeSettings = DEFAULTS) -> FastAPI:
     """Load what `sources` name (`[NAME=]RUN|MODEL`), start the engine, and return the app."""
-    from honed.models.load import resolve_device, resolve_dtype
-    from honed.serve.models import load_served, parse_sources
-    from honed.serve.store import open_store
-
     store = open_store(settings.store)
     device = resolve_device(settings.device)
     served = load_served(parse_sources(sources), device, resolve_dtype(settings.dtype, device))
-    engine_settings = EngineSettings(settings.max_batch_size, settings.max_queue, settings.request_timeout_s)
-    adapters = sorted({a for a in served.adapter_ids.values() if a != "__base__"})
-    engine = Engine(served.model, served.tokenizer, engine_settings, adapters).start()
+    adapters = sorted({a for a in served.adapter_ids.values() if a != BASE_ADAPTER})
+    engine = Engine(served.model, served.tokenizer, settings, adapters).start()
     return build_app(served, engine, store, settings)
 
 
-def build_app(served, engine: Engine, store, settings: ServeSettings) -> FastAPI:
-    """The routes over an already running engine (tests build engines on tiny models directly)."""
+def build_app(served: Served, engine: Engine, store: RequestStore | None, settings: ServeSettings) -> FastAPI:
+    """The app over an already running engine (tests build engines on tiny models directly); it stops
+    the engine and closes the store when it shuts down."""
     metrics = ServerMetrics(engine)
-    service = CompletionService(
-        served, engine, metrics, store, settings.max_tokens_limit, settings.request_timeout_s
-    )
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_app: FastAPI):
-        yield
-        engine.stop()
-        if store is not None:
-            store.close()
-
-    app = FastAPI(title="honed", summary="OpenAI-compatible serving of honed models", lifespan=lifespan)
-    app.state.engine, app.state.store, app.state.service = engine, store, service
-    started = time.time()
-
-    @app.exception_handler(ApiError)
-    async def _api_error(_request: Request, exc: ApiError):
-        return JSONResponse(error_body(exc.message, exc.kind, exc.param, str(exc.status)), exc.status)
-
-    @app.exception_handler(QueueFull)
-    async def _queue_full(_request: Request, exc: QueueFull):
-        metrics.rejected.inc()
-        return JSONResponse(error_body(str(exc), "rate_limit_exceeded", None, "429"), 429)
-
-    @app.exception_handler(HonedError)
-    async def _honed_error(_request: Request, exc: HonedError):
-        status = 404 if isinstance(exc, NotFoundError) else 400
-        return JSONResponse(error_body(str(exc), "invalid_request_error", None, str(status)), status)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, exc: RequestValidationError):
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
-        message = "; ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in exc.errors())
-        return JSONResponse(error_body(message, "invalid_request_error", where, "400"), 400)
-
-    @app.get("/health")
-    def health() -> dict:
-        return {
-            "status": "ok",
-            "uptime_s": round(time.time() - started, 1),
-            "models": sorted(served.sources),
-            "waiting": engine.waiting,
-            "running": engine.running,
-        }
-
-    @app.get("/metrics")
-    def prometheus() -> Response:
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
-
-    @app.get("/v1/models")
-    def models() -> dict:
-        data = [
-            {
-                "id": name,
-                "object": "model",
-                "created": int(started),
-                "owned_by": f"honed:{source.kind}",
-                "root": source.origin,
-            }
-            for name, source in served.sources.items()
-        ]
-        return {"object": "list", "data": data}
-
-    @app.post("/v1/chat/completions")
-    async def chat_completions(body: ChatCompletionRequest):
-        return await _answer(service, body)
-
-    @app.post("/v1/completions")
-    async def completions(body: CompletionRequest):
-        return await _answer(service, body)
-
-    @app.post("/v1/feedback")
-    async def feedback(body: FeedbackRequest) -> dict:
-        if store is None:
-            raise ApiError(501, "feedback_disabled", "this server stores nothing (started with --store off)")
-        feedback_id = store.add_feedback(body.request_id, body.rating, body.correction, body.comment)
-        return {"id": feedback_id, "object": "feedback", "request_id": body.request_id}
-
+    app = FastAPI(title="honed", summary="OpenAI-compatible serving of honed models", lifespan=_lifespan)
+    app.state.served, app.state.engine, app.state.store, app.state.metrics = served, engine, store, metrics
+    app.state.service = CompletionService(served, engine, metrics, store, settings)
+    app.state.started_s = time.time()
+    app.include_router(router)
+    app.add_exception_handler(HonedError, _honed_error)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     return app
 
 
-async def _answer(service: CompletionService, body):
-    job = service.start(body)
-    if body.stream:
-        return StreamingResponse(service.stream(job), media_type="text/event-stream")
-    return await service.complete(job)
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Run the app; on shutdown stop its engine and close its store."""
+    yield
+    app.state.engine.stop()
+    if app.state.store is not None:
+        app.state.store.close()
 
 
-def run_server(sources: list[str], settings: ServeSettings = ServeSettings()) -> None:
+async def _honed_error(request: Request, exc: HonedError) -> JSONResponse:
+    """Any HonedError (ApiError and QueueFull included) in OpenAI's error shape, with its status."""
+    status, kind = error_status(exc)
+    if isinstance(exc, QueueFull):
+        request.app.state.metrics.rejected.inc()
+    param = exc.param if isinstance(exc, ApiError) else None
+    return JSONResponse(error_body(str(exc), kind, param, str(status)), status)
+
+
+async def _invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    """400 naming every invalid field; `param` is the first one."""
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
+    message = "; ".join(f"{'.'.join(map(str, e['loc'][1:]))}: {e['msg']}" for e in exc.errors())
+    return JSONResponse(error_body(message, "invalid_request_error", where, "400"), 400)
+
+
+def run_server(sources: list[str], settings: ServeSettings = DEFAULTS) -> None:
     """Serve until interrupted (what `honed serve` runs)."""
     import uvicorn
 
@@ -168,7 +117,7 @@ class BackgroundServer:
     with BackgroundServer(app) as server: OpenAI(base_url=server.base_url, api_key="-")
     """
 
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, app: FastAPI, host: str = DEFAULTS.host, port: int = 0) -> None:
         import uvicorn
 
         self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
@@ -186,6 +135,6 @@ class BackgroundServer:
         self.base_url = f"http://{host}:{port}/v1"
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(30)

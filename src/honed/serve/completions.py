@@ -4,7 +4,8 @@ The prompt of a chat request is rendered by `honed.data.tokenize.render_prompt`,
 evaluation use, so a served model sees exactly the prompts it was trained and scored on. Each choice is
 one engine row; its events cross from the engine's thread to the event loop through an asyncio queue.
 Every finished request is stored (when a store is configured) under the response id that
-`POST /v1/feedback` refers to.
+`POST /v1/feedback` refers to. Refusals are `ApiError`s with their HTTP status; the app turns them into
+responses. This module knows nothing about routes.
 """
 
 from __future__ import annotations
@@ -14,24 +15,25 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from honed.evaluation.generate import Sampling
+from honed.data.tokenize import render_prompt
+from honed.errors import ApiError
+from honed.models.decoding import Sampling
 from honed.serve.engine import Engine, Event, GenerationRequest
+from honed.serve.metrics import ServerMetrics
+from honed.serve.models import Served
 from honed.serve.protocol import ChatCompletionRequest, CompletionRequest, usage
+from honed.serve.settings import ServeSettings
+from honed.serve.store import RequestStore, ServedRequest
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_TOKENS = 256
+# The engine answers every row by its deadline; this wait only guards against an event that never comes.
+EVENT_GRACE_S = 30.0
 
-
-class ApiError(Exception):
-    """A request the API refuses: HTTP status, OpenAI error type, message and the offending field."""
-
-    def __init__(self, status: int, kind: str, message: str, param: str | None = None):
-        super().__init__(message)
-        self.status, self.kind, self.message, self.param = status, kind, message, param
+ApiRequest = ChatCompletionRequest | CompletionRequest
 
 
 @dataclass
@@ -41,10 +43,10 @@ class Job:
     id: str
     kind: str  # "chat" | "completion"
     model: str
-    request: ChatCompletionRequest | CompletionRequest
+    request: ApiRequest
     prompts: list[str]  # rendered prompt text of each choice
     rows: list[GenerationRequest] = field(default_factory=list)
-    events: asyncio.Queue = field(default_factory=asyncio.Queue)
+    events: asyncio.Queue[tuple[int, Event]] = field(default_factory=asyncio.Queue)
     arrived_s: float = field(default_factory=time.monotonic)
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -52,26 +54,31 @@ class Job:
 class CompletionService:
     """Turns API requests into engine rows and engine events into OpenAI responses."""
 
-    def __init__(self, served, engine: Engine, metrics, store, max_tokens_limit: int, timeout_s: float):
+    def __init__(
+        self,
+        served: Served,
+        engine: Engine,
+        metrics: ServerMetrics,
+        store: RequestStore | None,
+        settings: ServeSettings,
+    ) -> None:
         self.served, self.engine, self.metrics, self.store = served, engine, metrics, store
-        self.tokenizer = served.tokenizer
-        self.max_tokens_limit, self.timeout_s = max_tokens_limit, timeout_s
+        self.tokenizer, self.settings = served.tokenizer, settings
         config = getattr(served.model, "config", None)
         self.context_len = getattr(config, "max_position_embeddings", None) or 1 << 30
 
-    def start(self, request: ChatCompletionRequest | CompletionRequest) -> Job:
+    def start(self, request: ApiRequest) -> Job:
         """Check the request, render and tokenize its prompts, and queue one engine row per choice."""
-        from honed.data.tokenize import render_prompt
-
         if request.model not in self.served.adapter_ids:
             names = ", ".join(sorted(self.served.adapter_ids))
-            raise ApiError(404, "model_not_found", f"no model {request.model!r}; served: {names}", "model")
+            message = f"no model {request.model!r}; served: {names}"
+            raise ApiError(message, status=404, kind="model_not_found", param="model")
         _refuse_unsupported(request)
         if isinstance(request, ChatCompletionRequest):
             try:
                 prompts = [render_prompt(self.tokenizer, request.chat())]
             except ValueError as exc:
-                raise ApiError(400, "invalid_request_error", str(exc), "messages") from None
+                raise ApiError(str(exc), param="messages") from None
             job = Job(f"chatcmpl-{uuid.uuid4().hex}", "chat", request.model, request, prompts)
         else:
             job = Job(f"cmpl-{uuid.uuid4().hex}", "completion", request.model, request, request.prompts)
@@ -87,25 +94,25 @@ class CompletionService:
             raise
         return job
 
-    def _row(self, job: Job, index: int, prompt: str, loop) -> GenerationRequest:
+    def _row(self, job: Job, index: int, prompt: str, loop: asyncio.AbstractEventLoop) -> GenerationRequest:
         request = job.request
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         room = self.context_len - len(ids)
         wanted = request.max_completion_tokens or request.max_tokens
         if room <= 0 or (wanted and wanted > room):
             raise ApiError(
-                400,
-                "invalid_request_error",
                 f"the prompt has {len(ids)} tokens and max_tokens is {wanted}; the model's context is "
                 f"{self.context_len} tokens",
-                "max_tokens",
+                param="max_tokens",
             )
         seed = None if request.seed is None else request.seed + index
         return GenerationRequest(
             prompt_ids=ids,
-            emit=lambda event, i=index: loop.call_soon_threadsafe(job.events.put_nowait, (i, event)),
+            emit=_emitter(loop, job.events, index),
             adapter=self.served.adapter_ids[job.model],
-            max_new_tokens=min(wanted or DEFAULT_MAX_TOKENS, room, self.max_tokens_limit),
+            max_new_tokens=min(
+                wanted or self.settings.max_tokens_default, room, self.settings.max_tokens_limit
+            ),
             stop=request.stops,
             sampling=Sampling(request.temperature, request.top_p, seed),
         )
@@ -115,7 +122,8 @@ class CompletionService:
         open_rows = set(range(len(job.rows)))
         try:
             while open_rows:
-                index, event = await asyncio.wait_for(job.events.get(), timeout=self.timeout_s + 30)
+                timeout_s = self.settings.request_timeout_s + EVENT_GRACE_S
+                index, event = await asyncio.wait_for(job.events.get(), timeout=timeout_s)
                 if event.finish_reason is not None:
                     open_rows.discard(index)
                 yield index, event
@@ -132,7 +140,7 @@ class CompletionService:
             finish[index] = event.finish_reason or finish[index]
             if event.error:
                 self._finished(job, texts, finish, _status(event))
-                raise ApiError(_status(event), event.finish_reason or "error", event.error)
+                raise ApiError(event.error, status=_status(event), kind=event.finish_reason or "error")
         self._finished(job, texts, finish, 200)
         return self._response(job, texts, finish)
 
@@ -204,8 +212,7 @@ class CompletionService:
             self._store(job, texts, finish, latency)
 
     def _store(self, job: Job, texts: list[str], finish: list[str | None], latency: float) -> None:
-        from honed.serve.store import ServedRequest
-
+        assert self.store is not None, "_finished stores only when a store is configured"
         request = job.request
         params = {
             "max_tokens": request.max_tokens or request.max_completion_tokens,
@@ -214,7 +221,7 @@ class CompletionService:
             "top_p": request.top_p,
             "seed": request.seed,
         }
-        messages = request.chat() if job.kind == "chat" else None
+        messages = request.chat() if isinstance(request, ChatCompletionRequest) else None
         source = self.served.sources[job.model].origin
         try:
             for index, row in enumerate(job.rows):
@@ -240,15 +247,27 @@ class CompletionService:
             self.metrics.store_errors.inc()
 
 
-def _refuse_unsupported(request) -> None:
+def _emitter(
+    loop: asyncio.AbstractEventLoop, events: asyncio.Queue[tuple[int, Event]], index: int
+) -> Callable[[Event], None]:
+    """The `emit` of choice `index`: hands each event from the engine's thread to the event loop."""
+
+    def emit(event: Event) -> None:
+        loop.call_soon_threadsafe(events.put_nowait, (index, event))
+
+    return emit
+
+
+def _refuse_unsupported(request: ApiRequest) -> None:
     for name in ("tools", "logprobs", "suffix"):
         if getattr(request, name, None):
-            raise ApiError(400, "invalid_request_error", f"{name} is not supported by honed serve", name)
+            raise ApiError(f"{name} is not supported by honed serve", param=name)
     if getattr(request, "echo", False):
-        raise ApiError(400, "invalid_request_error", "echo is not supported by honed serve", "echo")
+        raise ApiError("echo is not supported by honed serve", param="echo")
 
 
 def _status(event: Event) -> int:
+    """The HTTP status of a choice that ended without an answer (504 timeout, 499 client gone, 500)."""
     return {"timeout": 504, "cancelled": 499}.get(event.finish_reason or "", 500)
 
 

@@ -19,11 +19,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from honed.errors import HonedError
-from honed.evaluation.generate import Sampling, cache_argument, eos_ids, make_generator, pick_tokens
+from honed.models.decoding import Sampling, cache_argument, eos_ids, make_generator, pick_tokens
+from honed.serve.settings import DEFAULTS, EngineSettings
+
+if TYPE_CHECKING:
+    from transformers import DynamicCache, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +37,6 @@ BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed-adapter bat
 
 class QueueFull(HonedError):
     """The engine's waiting queue is full; the client should retry later (HTTP 429)."""
-
-
-@dataclass(frozen=True)
-class EngineSettings:
-    """How much the engine takes on at once."""
-
-    max_batch_size: int = 16  # rows decoded together
-    max_queue: int = 64  # requests waiting to be admitted; one more is refused (429)
-    request_timeout_s: float = 120.0  # from submission to the last token
 
 
 @dataclass(frozen=True)
@@ -59,7 +55,7 @@ class GenerationRequest:
     prompt_ids: list[int]
     emit: Callable[[Event], None]
     adapter: str = BASE_ADAPTER
-    max_new_tokens: int = 256
+    max_new_tokens: int = DEFAULTS.max_tokens_default
     stop: list[str] = field(default_factory=list)
     sampling: Sampling = field(default_factory=Sampling)
     cancelled: bool = False  # set by the caller (client went away); the row leaves at the next step
@@ -72,7 +68,13 @@ class GenerationRequest:
 class Engine:
     """Decode many requests at once on one thread; `submit` from any thread."""
 
-    def __init__(self, model, tokenizer, settings: EngineSettings, adapters: list[str] | None = None):
+    def __init__(
+        self,
+        model: torch.nn.Module,  # a transformers model, or a PeftModel holding `adapters`
+        tokenizer: PreTrainedTokenizerBase,
+        settings: EngineSettings,
+        adapters: list[str] | None = None,
+    ) -> None:
         self.model, self.tokenizer, self.settings = model.eval(), tokenizer, settings
         self.adapters = set(adapters or [])  # the adapter names requests may pick, BASE_ADAPTER aside
         self.device = next(model.parameters()).device
@@ -167,6 +169,7 @@ class Engine:
 
     def _step(self) -> None:
         running = self._running
+        assert running is not None, "_work steps only when a batch is running"
         if self.on_step is not None:
             self.on_step(len(running.rows))
         running.step(self)
@@ -190,6 +193,7 @@ class Engine:
 
     def _drop_finished(self) -> None:
         running = self._running
+        assert running is not None, "called right after admitting or stepping a batch"
         keep = [i for i, row in enumerate(running.rows) if row.finish is None]
         if not keep:
             self._running = None
@@ -220,7 +224,14 @@ class _Row:
 class _Running:
     """The running batch: left-padded rows sharing one KV cache; `tokens` is each row's next input."""
 
-    def __init__(self, rows, cache, mask, positions, tokens):
+    def __init__(
+        self,
+        rows: list[_Row],
+        cache: DynamicCache,
+        mask: torch.Tensor,  # (rows, width) 1 for real positions, 0 for left padding
+        positions: torch.Tensor,  # (rows, 1 or width) position ids of `tokens`
+        tokens: torch.Tensor,  # (rows, 1 or width) the next input ids
+    ) -> None:
         self.rows, self.cache, self.mask, self.positions, self.tokens = rows, cache, mask, positions, tokens
 
     @property

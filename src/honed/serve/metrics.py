@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+if TYPE_CHECKING:
+    from honed.serve.engine import Engine
 
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
@@ -11,7 +16,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 class ServerMetrics:
     """Requests, latencies, tokens, queue depth and batch sizes, as `/metrics` reports them."""
 
-    def __init__(self, engine) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.registry = registry = CollectorRegistry()
         self.requests = Counter(
             "honed_requests", "Finished requests.", ["model", "endpoint", "status"], registry=registry

@@ -16,9 +16,17 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from honed.data.tokenize import chat_template_digest
 from honed.errors import ConfigError
+from honed.models.load import load_model, load_tokenizer, resolve_base
+from honed.runs.directory import load_run_recipe
 from honed.serve.engine import BASE_ADAPTER
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +48,8 @@ class Source:
 class Served:
     """The loaded model, its tokenizer, and the engine adapter id of every served name."""
 
-    model: object
-    tokenizer: object
+    model: torch.nn.Module  # a transformers model, or a PeftModel holding the adapters
+    tokenizer: PreTrainedTokenizerBase
     sources: dict[str, Source]
     adapter_ids: dict[str, str]  # served name -> PEFT adapter name (BASE_ADAPTER for the base)
 
@@ -75,16 +83,11 @@ def _source(spec: str) -> Source:
     run_dir = Path(path)
     if (run_dir / "recipe.yaml").is_file():
         return _run_source(name or run_dir.resolve().name, run_dir)
-    from honed.models.load import resolve_base
-
     resolved = resolve_base(path)
     return Source(name or _spec_name(path), "base", path, resolved.folder.resolve())
 
 
 def _run_source(name: str, run_dir: Path) -> Source:
-    from honed.models.load import resolve_base
-    from honed.training.run_dir import load_run_recipe
-
     recipe = load_run_recipe(run_dir)
     train = run_dir / "train.json"
     digest = json.loads(train.read_text()).get("chat_template_sha256") if train.is_file() else None
@@ -116,18 +119,14 @@ def _spec_name(spec: str) -> str:
 
 
 def _base_name(source: Source) -> str:
-    from honed.training.run_dir import load_run_recipe
-
     return _spec_name(load_run_recipe(Path(source.origin)).model.base)
 
 
-def load_served(sources: list[Source], device, dtype) -> Served:
+def load_served(sources: list[Source], device: torch.device, dtype: torch.dtype) -> Served:
     """Load the base once, attach every adapter under an engine id, and pick the one tokenizer."""
-    from honed.models.load import load_model
-
     tokenizer = _one_tokenizer(sources)
     model = load_model(sources[0].base_folder, dtype, device)
-    adapter_ids = {}
+    adapter_ids: dict[str, str] = {}
     adapters = [s for s in sources if s.kind == "adapter"]
     for index, source in enumerate(adapters):
         adapter_id = f"adapter{index}"  # served names may hold characters PEFT module keys cannot
@@ -144,13 +143,12 @@ def load_served(sources: list[Source], device, dtype) -> Served:
     return Served(model.to(device).eval(), tokenizer, {s.name: s for s in sources}, adapter_ids)
 
 
-def _one_tokenizer(sources: list[Source]):
+def _one_tokenizer(sources: list[Source]) -> PreTrainedTokenizerBase:
     """The tokenizer of the first run (or the base); every run must have trained with its template."""
-    from honed.data.tokenize import chat_template_digest
-    from honed.models.load import load_tokenizer
-
     runs = [s for s in sources if s.tokenizer_folder is not None]
-    tokenizers = {s.name: load_tokenizer(s.tokenizer_folder) for s in runs}
+    tokenizers = {
+        s.name: load_tokenizer(s.tokenizer_folder) for s in sources if s.tokenizer_folder is not None
+    }
     for source in runs:
         found = chat_template_digest(tokenizers[source.name])
         if source.template_sha256 and found != source.template_sha256:

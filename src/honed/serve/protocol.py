@@ -31,7 +31,7 @@ class _Request(BaseModel):
 
     @field_validator("stop")
     @classmethod
-    def _at_most_four_stops(cls, value):
+    def _at_most_four_stops(cls, value: str | list[str] | None) -> list[str]:
         stops = [value] if isinstance(value, str) else value or []
         if len(stops) > 4:
             raise ValueError("at most 4 stop sequences")
@@ -57,8 +57,9 @@ class ChatMessage(BaseModel):
         if self.content is None or isinstance(self.content, str):
             return self.content or ""
         kinds = {part.get("type") for part in self.content}
-        if kinds - {"text"}:
-            raise ValueError(f"only text content parts are supported, not {sorted(kinds - {'text'})}")
+        others = sorted(kinds - {"text"}, key=str)  # a part without "type" gives None: not comparable to str
+        if others:
+            raise ValueError(f"only text content parts are supported, not {others}")
         return "".join(part.get("text", "") for part in self.content)
 
 

@@ -17,17 +17,22 @@ import re
 import threading
 import time
 import uuid
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from honed.errors import ConfigError, DataError, NotFoundError
+from honed.serve.settings import DEFAULTS
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine.interfaces import DBAPIConnection
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STORE = "feedback.db"  # what `honed serve` writes and `honed feedback` reads unless told otherwise
 RATINGS = {-1: "bad", 0: "neutral", 1: "good"}
 SQLITE_BUSY_TIMEOUT_S = 30
 # The package to install for a database driver SQLAlchemy cannot import.
@@ -182,7 +187,7 @@ class RequestStore:
         """Release the database connections."""
         self._engine.dispose()
 
-    def _writing(self):
+    def _writing(self) -> _Locked:
         """A transaction, committed on success; SQLite writes from this process go one at a time."""
         return _Locked(self._engine, self._write_lock)
 
@@ -194,9 +199,10 @@ class _Locked:
     """`engine.begin()` under an optional lock."""
 
     def __init__(self, engine: sa.Engine, lock: threading.Lock | None) -> None:
-        self._engine, self._lock, self._begin = engine, lock, None
+        self._engine, self._lock = engine, lock
+        self._begin: AbstractContextManager[sa.Connection] | None = None
 
-    def __enter__(self):
+    def __enter__(self) -> sa.Connection:
         if self._lock is not None:
             self._lock.acquire()
         try:
@@ -207,9 +213,12 @@ class _Locked:
                 self._lock.release()
             raise
 
-    def __exit__(self, *exc):
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
         try:
-            return self._begin.__exit__(*exc)
+            assert self._begin is not None, "__exit__ runs only after a successful __enter__"
+            return self._begin.__exit__(exc_type, exc, tb)
         finally:
             if self._lock is not None:
                 self._lock.release()
@@ -280,7 +289,7 @@ def _sqlite_options(parsed: sa.engine.URL, shown: str, create: bool) -> dict[str
     path = Path(database)
     if not create and not path.is_file():
         raise ConfigError(
-            f"store {shown}: no such SQLite file {path}; `honed serve` writes ./feedback.db by default, "
+            f"store {shown}: no such SQLite file {path}; `honed serve` writes ./{DEFAULTS.store} by default, "
             "pass --store PATH or URL of the store it used"
         )
     try:
@@ -290,7 +299,7 @@ def _sqlite_options(parsed: sa.engine.URL, shown: str, create: bool) -> dict[str
     return options
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
+def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: sa.pool.ConnectionPoolEntry) -> None:
     """WAL lets readers (feedback export) run while the server writes; foreign keys on as elsewhere."""
     cursor = dbapi_connection.cursor()
     try:
@@ -307,7 +316,7 @@ def _check_feedback(rating: Any, correction: str | None) -> None:
         raise ConfigError("correction: empty; leave it out, or give the answer the model should have given")
 
 
-def _entry(row) -> dict[str, Any]:
+def _entry(row: sa.RowMapping) -> dict[str, Any]:
     entry = {column.name: row[column.name] for column in REQUESTS.columns}
     fb = {name: row[f"fb_{name}"] for name in _FEEDBACK_FIELDS}
     entry["feedback"] = fb if fb["id"] is not None else None

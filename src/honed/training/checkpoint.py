@@ -22,12 +22,14 @@ from honed.errors import TrainingError
 KEEP_LAST = 2
 
 
-def trainable_parameters(model) -> dict[str, torch.nn.Parameter]:
+def trainable_parameters(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     """The parameters the optimizer updates, by name."""
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(folder: Path, step: int, model, optimizer: torch.optim.Optimizer) -> Path:
+def save_checkpoint(
+    folder: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> Path:
     """Write checkpoints/step-N atomically and prune older ones; return its path."""
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"step-{step:08d}"
@@ -60,7 +62,7 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def load_checkpoint(path: Path, model, optimizer: torch.optim.Optimizer) -> int:
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
     """Restore weights, optimizer and RNG states from a checkpoint; return its step."""
     state = json.loads((path / "state.json").read_text())
     params = trainable_parameters(model)
@@ -80,9 +82,11 @@ def load_checkpoint(path: Path, model, optimizer: torch.optim.Optimizer) -> int:
     return int(state["step"])
 
 
-def _optimizer_tensors(optimizer, params) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+def _optimizer_tensors(
+    optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter]
+) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
     sd = optimizer.state_dict()
-    tensors = {}
+    tensors: dict[str, torch.Tensor] = {}
     for index, slots in sd["state"].items():
         for key, value in slots.items():
             tensor = value if torch.is_tensor(value) else torch.tensor(value)
@@ -90,7 +94,9 @@ def _optimizer_tensors(optimizer, params) -> tuple[dict[str, torch.Tensor], list
     return tensors, sd["param_groups"]
 
 
-def _optimizer_state(tensors: dict[str, torch.Tensor], groups, num_params: int) -> dict[str, Any]:
+def _optimizer_state(
+    tensors: dict[str, torch.Tensor], groups: list[dict[str, Any]], num_params: int
+) -> dict[str, Any]:
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, tensor in tensors.items():
         if key.startswith("state."):
@@ -99,9 +105,11 @@ def _optimizer_state(tensors: dict[str, torch.Tensor], groups, num_params: int) 
     return {"state": state, "param_groups": groups}
 
 
-def _jsonable(value):
+def _jsonable(value: Any) -> Any:
+    """`random.getstate()`'s nested tuples as JSON lists."""
     return [_jsonable(v) for v in value] if isinstance(value, tuple | list) else value
 
 
-def _tupled(value):
+def _tupled(value: Any) -> Any:
+    """The inverse of `_jsonable`: lists back to the tuples `random.setstate` takes."""
     return tuple(_tupled(v) for v in value) if isinstance(value, list) else value

@@ -23,12 +23,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from honed.config.schema import TrainConfig
 from honed.data.tokenize import Encoded
 from honed.errors import TrainingError, TrainingInterrupted
+from honed.models.nll import batch_tokens
 from honed.training.batching import epoch_steps, micro_batches, steps_per_epoch
 from honed.training.checkpoint import (
     latest_checkpoint,
@@ -36,7 +39,9 @@ from honed.training.checkpoint import (
     save_checkpoint,
     trainable_parameters,
 )
-from honed.training.loss import batch_tokens
+
+if TYPE_CHECKING:
+    from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +49,8 @@ LossFn = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, int]]
 Collate = Callable[[list[Encoded]], dict]
 # Called after each validation with (step, val_loss); `honed tune-hp` prunes trials through it.
 OnValidation = Callable[[int, float], None]
+# What `signal.signal` takes and returns: a handler, SIG_DFL / SIG_IGN, or None (set outside Python).
+_Handler = Callable[[int, FrameType | None], Any] | int | None
 
 
 @dataclass
@@ -55,6 +62,16 @@ class LoopResult:
     tokens_per_s: float
     final_train_loss: float | None
     final_val_loss: float | None
+
+
+@dataclass
+class _Tally:
+    """What the loop has done so far: its latest losses, the tokens trained, and when it started."""
+
+    t0: float
+    tokens: int = 0
+    train_loss: float | None = None
+    val_loss: float | None = None
 
 
 def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
@@ -82,7 +99,7 @@ class _StopFlag:
 
     def __init__(self) -> None:
         self.signal: int | None = None
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, _Handler] = {}
 
     def __enter__(self) -> _StopFlag:
         if threading.current_thread() is threading.main_thread():
@@ -90,10 +107,10 @@ class _StopFlag:
                 self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
-    def _handle(self, signum, frame) -> None:
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.signal = signum
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
@@ -109,13 +126,13 @@ class MetricsLog:
         elif path.exists():
             path.unlink()
 
-    def write(self, row: dict) -> None:
+    def write(self, row: dict[str, Any]) -> None:
         with self.path.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
 
 
 def evaluate_loss(
-    model, examples: list[Encoded], loss_fn: LossFn, collate: Collate, batch_size: int
+    model: torch.nn.Module, examples: list[Encoded], loss_fn: LossFn, collate: Collate, batch_size: int
 ) -> float:
     """Mean token loss over `examples` (no gradients, dropout off)."""
     was_training = model.training
@@ -130,7 +147,7 @@ def evaluate_loss(
 
 
 def train_loop(
-    model,
+    model: torch.nn.Module,
     train: list[Encoded],
     validation: list[Encoded] | None,
     cfg: TrainConfig,
@@ -152,7 +169,7 @@ def train_loop(
     step_size = cfg.batch_size * cfg.grad_accum_steps
     per_epoch = steps_per_epoch(len(train), step_size)
     grouped = cfg.group_by_length is True  # `auto` is decided by speed.resolve; unresolved it counts as off
-    state = {"train_loss": None, "val_loss": None, "tokens": 0, "t0": time.perf_counter()}
+    tally = _Tally(t0=time.perf_counter())
     model.train()
     bar = _progress(steps, start, progress)
     with _StopFlag() as stop:
@@ -162,10 +179,10 @@ def train_loop(
             loss, tokens = optimizer_step(
                 model, optimizer, params, [train[i] for i in chosen], step, steps, cfg, loss_fn, collate
             )
-            state["train_loss"], state["tokens"] = loss, state["tokens"] + tokens
-            row = _log_row(step + 1, loss, optimizer, state)
+            tally.train_loss, tally.tokens = loss, tally.tokens + tokens
+            row = _log_row(step + 1, loss, optimizer, tally)
             if validation and _due(step + 1, cfg.eval_every_steps, steps):
-                state["val_loss"] = row["val_loss"] = evaluate_loss(
+                tally.val_loss = row["val_loss"] = evaluate_loss(
                     model, validation[: cfg.max_eval_loss_rows], loss_fn, collate, cfg.batch_size
                 )
                 if on_validation is not None:
@@ -174,22 +191,22 @@ def train_loop(
                 metrics.write(row)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{row['tokens_per_s']:.0f}")
-            stopping = stop.signal is not None and step + 1 < steps
-            if stopping or _due(step + 1, cfg.checkpoint_every_steps, steps):
+            received = stop.signal if step + 1 < steps else None  # on the last step: just finish
+            if received is not None or _due(step + 1, cfg.checkpoint_every_steps, steps):
                 save_checkpoint(ckpt_dir, step + 1, model, optimizer)
-            if stopping:
+            if received is not None:
                 bar.close()
-                name = signal.Signals(stop.signal).name
+                name = signal.Signals(received).name
                 raise TrainingInterrupted(
                     f"stopped by {name} after step {step + 1}/{steps}; checkpoint saved. "
                     f"Resume with: honed train --resume {run_dir}"
                 )
     bar.close()
-    wall = time.perf_counter() - state["t0"]
-    return LoopResult(steps, wall, state["tokens"] / max(wall, 1e-9), state["train_loss"], state["val_loss"])
+    wall = time.perf_counter() - tally.t0
+    return LoopResult(steps, wall, tally.tokens / max(wall, 1e-9), tally.train_loss, tally.val_loss)
 
 
-def _resume(ckpt_dir: Path, model, optimizer) -> int:
+def _resume(ckpt_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
     path = latest_checkpoint(ckpt_dir)
     if path is None:
         raise TrainingError(f"{ckpt_dir}: no checkpoint to resume from; start the run again without --resume")
@@ -199,7 +216,15 @@ def _resume(ckpt_dir: Path, model, optimizer) -> int:
 
 
 def optimizer_step(
-    model, optimizer, params, examples, step, steps, cfg, loss_fn, collate
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    params: list[torch.nn.Parameter],
+    examples: list[Encoded],
+    step: int,
+    steps: int,
+    cfg: TrainConfig,
+    loss_fn: LossFn,
+    collate: Collate,
 ) -> tuple[float, int]:
     """One optimizer step over `examples` split into micro-batches; returns (mean loss, real tokens)."""
     lr = lr_at(step, steps, cfg)
@@ -227,20 +252,20 @@ def optimizer_step(
     return loss, sum(batch_tokens(b) for b in batches)
 
 
-def loss_units(batch: dict) -> int:
+def loss_units(batch: dict[str, Any]) -> int:
     """What a batch's loss sum is a sum over: `loss_units` when the method says, else labelled tokens."""
     if "loss_units" in batch:
         return int(batch["loss_units"])
     return int((batch["labels"][:, 1:] != -100).sum())
 
 
-def _log_row(step: int, loss: float, optimizer, state: dict) -> dict:
-    elapsed = time.perf_counter() - state["t0"]
+def _log_row(step: int, loss: float, optimizer: torch.optim.Optimizer, tally: _Tally) -> dict[str, Any]:
+    elapsed = time.perf_counter() - tally.t0
     return {
         "step": step,
         "loss": round(loss, 6),
         "lr": optimizer.param_groups[0]["lr"],
-        "tokens_per_s": round(state["tokens"] / max(elapsed, 1e-9), 1),
+        "tokens_per_s": round(tally.tokens / max(elapsed, 1e-9), 1),
         "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 
@@ -249,7 +274,7 @@ def _due(step: int, every: int | None, last: int) -> bool:
     return step == last or (every is not None and step % every == 0)
 
 
-def _progress(total: int, initial: int, enabled: bool):
+def _progress(total: int, initial: int, enabled: bool) -> tqdm:
     from tqdm.auto import tqdm
 
     return tqdm(

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 
 from honed.data.tokenize import IGNORE, Encoded
+from honed.models.nll import causal_lm
 
 PACKED_ATTENTION = "honed_packed"
 
@@ -64,7 +67,16 @@ def collate_packed(
     }
 
 
-def packed_attention_forward(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+def packed_attention_forward(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Causal SDPA per packed example; plain SDPA (with the padding mask) when the batch is not packed.
 
     Shapes follow transformers' attention interface: query (batch, heads, seq, dim), key/value
@@ -123,10 +135,8 @@ def packed_attention_name(device: torch.device) -> str:
 
 
 @contextlib.contextmanager
-def packed_attention(model, device: torch.device):
+def packed_attention(model: torch.nn.Module, device: torch.device) -> Iterator[torch.nn.Module]:
     """Switch `model` (a transformers model, PEFT-wrapped or not) to packed attention for the block."""
-    from honed.training.loss import causal_lm
-
     lm = causal_lm(model)
     previous = lm.config._attn_implementation
     lm.set_attn_implementation(packed_attention_name(device))

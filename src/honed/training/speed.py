@@ -14,19 +14,30 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import torch
 
 from honed.config.schema import TrainConfig
-from honed.training.loss import causal_lm, collate, completion_loss
+from honed.models.nll import causal_lm, collate, completion_loss
+from honed.training.loop import Collate, LossFn
 from honed.training.packing import collate_packed, packed_attention, packed_attention_name
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
 
-def batching(cfg: TrainConfig, pad_id: int, device: torch.device, loss=None):
+def batching(
+    cfg: TrainConfig,
+    pad_id: int,
+    device: torch.device,
+    loss: Callable[..., tuple[torch.Tensor, int]] | None = None,
+) -> tuple[Collate, LossFn]:
     """(collate, loss_fn) for the train loop: packed or padded batches, and `loss` (default: the
-    completion loss) with its chunk size."""
+    completion loss), called as `loss(model, batch, chunk=...)`, with its chunk size."""
     if uses_packing(cfg, device):
         batcher = functools.partial(collate_packed, device=device)
     else:
@@ -54,7 +65,7 @@ def uses_packing(cfg: TrainConfig, device: torch.device) -> bool:
 
 
 @contextlib.contextmanager
-def accelerated(model, cfg: TrainConfig, device: torch.device):
+def accelerated(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> Iterator[torch.nn.Module]:
     """Apply packing attention, gradient checkpointing and compile to `model` while the block runs."""
     lm = causal_lm(model)
     with contextlib.ExitStack() as stack:
@@ -68,7 +79,7 @@ def accelerated(model, cfg: TrainConfig, device: torch.device):
 
 
 @contextlib.contextmanager
-def _checkpointed(lm):
+def _checkpointed(lm: PreTrainedModel) -> Iterator[None]:
     """Per-layer activation checkpointing (transformers >= 5.24 names it so; older: gradient_...)."""
     kwargs = {"use_reentrant": False}
     if hasattr(lm, "activation_checkpointing_enable"):
@@ -82,7 +93,7 @@ def _checkpointed(lm):
 
 
 @contextlib.contextmanager
-def _compiled_layers(lm):
+def _compiled_layers(lm: PreTrainedModel) -> Iterator[None]:
     """torch.compile each decoder layer (dynamic shapes: packed rows change length every step)."""
     layers = lm.get_decoder().layers
     originals = [layer.forward for layer in layers]

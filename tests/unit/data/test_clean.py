@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from honed.config.schema import CleanConfig
+from honed.config.prepare import CleanConfig
 from honed.data.clean import clean_text, clean_value, length_problem
 
 ALL_OFF = {"unicode_form": "none", "strip_control_chars": False, "normalize_whitespace": False}

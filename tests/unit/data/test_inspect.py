@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 from honed.cli.data import render_inspect
-from honed.config.schema import DataConfig, PrepareConfig
+from honed.config.prepare import PrepareConfig
+from honed.config.schema import DataConfig
 from honed.data.inspect import BIN_EDGES, inspect_source
 
 

@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from honed.config.schema import PII_TYPES
+from honed.config.prepare import PII_TYPES
 from honed.data.pii import PiiMatch, find_pii, redact, scrub
 
 GITHUB_CLASSIC = "ghp_" + "aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3fG5"

@@ -233,8 +233,8 @@ def test_markdown_has_the_metric_table_and_escapes_cells():
 
 def test_html_is_self_contained_and_escaped():
     page = render_html(pipe_result())
-    assert page.count('<img alt="') == 2  # primary metric and by slice
-    assert '<img alt="primary metric" src="data:image/png;base64,' in page
+    assert page.count("<svg") == 2  # primary metric and by slice, drawn as inline SVG
+    assert 'aria-label="primary metric"' in page and "<img" not in page and "data:" not in page
     assert "<script" not in page and "&lt;script&gt;" in page
     assert "tuned &lt;b&gt;" in page and "tuned <b>" not in page
     assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page
@@ -247,7 +247,7 @@ def test_write_comparison_writes_three_files(tmp_path):
     assert {p.name for p in paths.values()} == {"comparison.json", "comparison.md", "comparison.html"}
     assert json.loads(paths["json"].read_text()) == result
     assert paths["md"].read_text().startswith("# Comparison: exact_match")
-    assert "data:image/png;base64," in paths["html"].read_text()
+    assert "<svg" in paths["html"].read_text()
 
 
 def test_lower_is_better_rows_count_a_drop_as_an_improvement():

@@ -20,13 +20,13 @@ import torch
 from honed.cli.main import main
 from honed.data.tokenize import chat_template_digest
 from honed.errors import ExportError
-from honed.evaluation.generate import generate
 from honed.export import gguf as gguf_export
 from honed.export import parity
 from honed.export.gguf import export_gguf
 from honed.export.merged import golden_ids, logits, merge_run
-from honed.training.run_dir import create_run_dir
-from honed.training.sft import finetune
+from honed.models.decoding import generate
+from honed.pipeline.finetune import finetune
+from honed.runs.directory import create_run_dir
 
 
 @pytest.fixture

@@ -8,8 +8,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from honed.errors import ExportError
 from honed.export.merged import export_merged
-from honed.training.run_dir import load_run_recipe
-from honed.training.sft import finetune, load_tuned
+from honed.pipeline.finetune import finetune
+from honed.runs.directory import load_run_recipe
+from honed.runs.final import load_tuned
 
 
 def test_merged_logits_equal_adapter_logits(tiny_recipe, tmp_path):

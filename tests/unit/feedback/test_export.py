@@ -17,11 +17,12 @@ from honed.data.dataset import SplitReport, iter_rows
 from honed.data.formats import to_messages, to_preference
 from honed.demo.data import DEMO_INSTRUCTION
 from honed.errors import ConfigError, DataError
-from honed.evaluation.evaluate import build_eval, load_eval
+from honed.evaluation.evaluate import build_eval
 from honed.feedback.examples import ContentText, sort_entries
 from honed.feedback.export import export_feedback, feedback_stats
+from honed.pipeline.finetune import finetune
+from honed.runs.results import load_eval
 from honed.serve.store import RequestStore, ServedRequest
-from honed.training.sft import finetune
 
 # 60 words, so a one-word edit stays above the 0.85 near-duplicate threshold (see data/dedup.py).
 LONG = (
@@ -144,7 +145,7 @@ def test_export_turns_feedback_into_examples_pairs_and_counts(old_run, store_url
 
 
 def test_preference_rows_are_what_dpo_reads(old_run, store_url, tmp_path, tiny_tokenizer):
-    from honed.training.dpo import build_pairs
+    from honed.methods.dpo import build_pairs
 
     export_feedback(store_url, old_run, tmp_path / "export")
     recipe = load_recipe(  # the overrides docs/feedback.md suggests
@@ -193,15 +194,15 @@ def test_retrain_recipe_keeps_the_old_evaluation_rows_and_continues_the_adapter(
 
     # Training starts from the old adapter's weights.
     started = {}
-    from honed.training import sft
+    from honed.pipeline import finetune as pipeline
 
-    real_loop = sft.train_loop
+    real_loop = pipeline.train_loop
 
     def recording_loop(model, *args, **kwargs):
         started.update({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
         return real_loop(model, *args, **kwargs)
 
-    monkeypatch.setattr(sft, "train_loop", recording_loop)
+    monkeypatch.setattr(pipeline, "train_loop", recording_loop)
     new_run = finetune(load_recipe(out / "retrain.yaml", ["train.max_steps=1"]), progress=False)
     saved = load_file(old_run / "final/adapter/adapter_model.safetensors")
     b = next(name for name in started if "lora_B" in name)

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from honed.data.tokenize import IGNORE, encode_example, render_prompt
-from honed.evaluation.generate import eos_ids
+from honed.models.decoding import eos_ids
 from honed.models.load import FALLBACK_CHAT_TEMPLATE, GEMMA_CHAT_TEMPLATE, load_tokenizer
 from honed.models.tiny import build_tiny_tokenizer
 

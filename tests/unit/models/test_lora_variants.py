@@ -11,8 +11,9 @@ from transformers import AutoModelForCausalLM
 
 from honed.export.merged import export_merged
 from honed.models.lora import apply_lora, count_parameters
-from honed.training.run_dir import load_run_recipe
-from honed.training.sft import finetune, load_tuned
+from honed.pipeline.finetune import finetune
+from honed.runs.directory import load_run_recipe
+from honed.runs.final import load_tuned
 
 
 @pytest.mark.parametrize("variant", ["lora.use_dora=true", "lora.use_rslora=true"])
@@ -39,8 +40,8 @@ def test_variant_trains_saves_and_merges(tiny_recipe, tmp_path, variant) -> None
 
 def test_dora_trains_a_magnitude_per_output_feature(tiny_recipe, tiny_model_dir) -> None:
     from honed.models.load import load_model
-    from honed.training.estimate import lora_params
-    from honed.training.fit import model_config
+    from honed.sizing.estimate import lora_params
+    from honed.sizing.fit import model_config
 
     recipe = tiny_recipe("lora.use_dora=true")
     model = apply_lora(load_model(tiny_model_dir, torch.float32, torch.device("cpu")), recipe.lora, 0)

@@ -14,9 +14,11 @@ from honed.errors import ConfigError, ModelError
 from honed.export.merged import export_merged
 from honed.models.load import load_model, load_tokenizer
 from honed.models.lora import apply_lora, fuse_lora_dropout, keep_mask
+from honed.models.prepare import load_training_model
 from honed.models.quantize import load_quantized
-from honed.training.run_dir import load_run_recipe
-from honed.training.sft import finetune, load_training_model, load_tuned, train_model
+from honed.pipeline.finetune import finetune, train_model
+from honed.runs.directory import load_run_recipe
+from honed.runs.final import load_tuned
 
 bnb = pytest.importorskip("bitsandbytes")
 CPU = torch.device("cpu")
@@ -38,8 +40,8 @@ def _stored_bytes(model) -> int:
 
 
 def test_linear_layers_load_in_4bit_and_take_less_memory(tiny_recipe, tiny_model_dir) -> None:
-    from honed.training.estimate import Workload, estimate
-    from honed.training.fit import model_config
+    from honed.sizing.estimate import Workload, estimate
+    from honed.sizing.fit import model_config
 
     recipe = tiny_recipe("adapter=qlora")
     model = load_training_model(tiny_model_dir, recipe, CPU)

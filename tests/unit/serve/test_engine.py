@@ -10,7 +10,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
 from honed.data.tokenize import render_prompt
-from honed.evaluation.generate import Sampling, generate
+from honed.models.decoding import Sampling, generate
 from honed.models.load import load_model, load_tokenizer
 from honed.serve.engine import BASE_ADAPTER, Engine, EngineSettings, GenerationRequest, QueueFull
 

@@ -13,8 +13,9 @@ from safetensors.torch import load_file
 
 from honed.errors import ConfigError
 from honed.models.load import load_model
+from honed.models.prepare import prepare_model
+from honed.pipeline.finetune import finetune
 from honed.training.checkpoint import trainable_parameters
-from honed.training.sft import finetune, prepare_model
 
 ADAPTER = "final/adapter/adapter_model.safetensors"
 

@@ -15,10 +15,10 @@ from honed.data.dataset import build_examples
 from honed.errors import TrainingError, TrainingInterrupted
 from honed.models.load import load_model, load_tokenizer
 from honed.models.lora import apply_lora
+from honed.models.nll import collate, completion_loss
+from honed.pipeline.finetune import finetune
 from honed.training.checkpoint import trainable_parameters
 from honed.training.loop import lr_at, train_loop
-from honed.training.loss import collate, completion_loss
-from honed.training.sft import finetune
 
 
 def _setup(recipe, tiny_model_dir, lora=True):

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from honed.data.tokenize import IGNORE, Encoded, encode_example
 from honed.models.load import load_model
 from honed.models.lora import apply_lora, fuse_lora_dropout, keep_mask
-from honed.training.loss import batch_tokens, collate, completion_loss, linear_cross_entropy
+from honed.models.nll import batch_tokens, collate, completion_loss, linear_cross_entropy
 from honed.training.packing import collate_packed, packed_attention, packed_attention_forward
 from honed.training.speed import accelerated, resolve
 

@@ -14,7 +14,7 @@ from honed._version import __version__
 # public name -> module that defines it
 _API = {
     "load_recipe": "honed.config.load",
-    "validate": "honed.methods.base",
+    "validate": "honed.methods.registry",
     "finetune": "honed.pipeline.finetune",
     "evaluate_run": "honed.evaluation.run",
     "export_merged": "honed.export.merged",

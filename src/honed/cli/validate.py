@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def run(args: argparse.Namespace) -> int:
     # imported here, not at module level: keeps `honed --help` fast
     from honed.config.load import load_recipe
-    from honed.methods.base import validate
+    from honed.methods.registry import validate
 
     recipe = load_recipe(args.recipe, args.overrides, task_files=args.task_files)
     report = validate(recipe)

@@ -187,21 +187,33 @@ def build_examples(
         except RowError as exc:
             _bad_row(cfg, report, f"{row.location}: {exc}")
             continue
-        report.token_lengths.append(len(encoded.input_ids))
-        fitted = fit_length(cfg, report, row.location, (encoded,))
-        if fitted is None:
-            continue
-        encoded = fitted[0]
-        report.label_tokens += encoded.num_labels
-        examples.append(encoded)
+        kept = keep_example(cfg, report, row.location, encoded)
+        if kept is not None:
+            examples.append(kept)
     report.examples = len(examples)
     if not examples:
-        hint = f"; raise data.max_seq_len (now {cfg.max_seq_len})" if report.too_long else ""
-        raise DataError(
-            f"{split} data: no usable examples out of {report.rows_read} rows "
-            f"({report.skipped_bad_rows} malformed, {report.too_long} too long){hint}"
-        )
+        raise nothing_usable(cfg, report, split, "examples")
     return examples, report
+
+
+def keep_example(cfg: DataConfig, report: SplitReport, where: str, encoded: Encoded) -> Encoded | None:
+    """Count a tokenized example in the report and apply the too-long rule: the example to train on
+    (possibly truncated), or None when it is dropped."""
+    report.token_lengths.append(len(encoded.input_ids))
+    fitted = fit_length(cfg, report, where, (encoded,))
+    if fitted is None:
+        return None
+    report.label_tokens += fitted[0].num_labels
+    return fitted[0]
+
+
+def nothing_usable(cfg: DataConfig, report: SplitReport, split: str, noun: str) -> DataError:
+    """The error for a split that kept no example: how many rows were malformed or too long, and the fix."""
+    hint = f"; raise data.max_seq_len (now {cfg.max_seq_len})" if report.too_long else ""
+    return DataError(
+        f"{split} data: no usable {noun} out of {report.rows_read} rows "
+        f"({report.skipped_bad_rows} malformed, {report.too_long} too long){hint}"
+    )
 
 
 def fit_length(

@@ -106,8 +106,6 @@ def _score_model(
     base: str, recipe: Recipe, out_dir: Path, task_files: Sequence[str | Path], progress: bool
 ) -> list[dict[str, Any]]:
     """Zero-shot predictions of model `base` on the recipe's rows, cached in out_dir/systems/."""
-    import torch  # noqa: F401  (heavy imports only when a model is actually scored)
-
     cache = out_dir / "systems"
     label = hashlib.sha256(base.encode()).hexdigest()[:12]
     found = load_eval(cache, label)

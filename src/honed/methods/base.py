@@ -5,13 +5,12 @@ evaluation, report) and the same `training.loop.train_loop`. A method only says 
 built, how they are batched and what the loss is, and, where it needs them, a pass over the frozen model
 before training (DPO's reference log-probabilities) and method metrics on held-out data afterwards.
 
-Methods are found by name in `MODULES`, an explicit table (a recipe may arrive over HTTP and must never
-name an import path). Each module defines `METHOD`, an object with the `Method` protocol.
+`Method` is the contract. Each method is a module (sft.py, cpt.py, dpo.py, distill.py) whose functions
+satisfy it; mypy checks each module against it where methods/registry.py puts them in its name table.
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,15 +20,7 @@ from transformers import PreTrainedTokenizerBase
 from honed.config.schema import Recipe, TrainConfig
 from honed.data import dataset
 from honed.data.tokenize import Encoded
-from honed.models.load import load_tokenizer, resolve_base
 from honed.training.loop import Collate, LossFn
-
-MODULES = {
-    "sft": "honed.methods.sft",
-    "cpt": "honed.methods.cpt",
-    "dpo": "honed.methods.dpo",
-    "distill": "honed.methods.distill",
-}
 
 # A method's examples: anything with `num_tokens` (Encoded, a DPO pair, a distillation example).
 Examples = list[Any]
@@ -37,9 +28,7 @@ Splits = tuple[Examples, Examples | None]
 
 
 class Method(Protocol):
-    """What one training method contributes to a run."""
-
-    name: str
+    """What one training method contributes to a run (a method module's functions, without `self`)."""
 
     def data(self, recipe: Recipe, tokenizer: PreTrainedTokenizerBase, run_dir: Path) -> Splits:
         """Tokenized (train, validation or None) examples; writes the run's data/ report."""
@@ -86,22 +75,11 @@ class Method(Protocol):
         ...
 
 
-def get_method(name: str) -> Method:
-    """The method `name` (a key of MODULES; the recipe schema only admits those)."""
-    method: Method = importlib.import_module(MODULES[name]).METHOD
-    return method
+def one_sequence_each(train: Examples) -> list[Encoded]:
+    """`sequences` of a method whose examples are the sequences the model runs (SFT, CPT)."""
+    return train
 
 
 def sft_check_split(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, split: str) -> dict[str, Any]:
     """SFT's view of a split's rows (read, render, tokenize, mask, length rule): the data report."""
     return dataset.check_split(recipe.data, tokenizer, split)
-
-
-def validate(recipe: Recipe, tokenizer: PreTrainedTokenizerBase | None = None) -> dict[str, Any]:
-    """Check a recipe's data without training: read every row and tokenize it as the recipe's method
-    will; return the data report per split (`honed validate`)."""
-    if tokenizer is None:
-        folder = resolve_base(recipe.model.base, recipe.model.revision).folder
-        tokenizer = load_tokenizer(folder, recipe.model.trust_remote_code)
-    check_split = get_method(recipe.method).check_split
-    return {split: check_split(recipe, tokenizer, split) for split in recipe.data.splits}

@@ -26,17 +26,16 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from honed.config.schema import Recipe, TrainConfig
+from honed.config.schema import Recipe
 from honed.data.dataset import BadRows, SplitReport, iter_rows, split_source
 from honed.data.sources import read_rows
 from honed.data.tokenize import Encoded
 from honed.errors import DataError
 from honed.evaluation.forgetting import GENERAL_TEXT
 from honed.evaluation.likelihood import PerplexityTask, sequence_nll
-from honed.methods.base import Examples, Splits
+from honed.methods.base import Examples, one_sequence_each
 from honed.methods.sft import sft_batching
 from honed.runs.results import write_data_report
-from honed.training.loop import Collate, LossFn
 
 log = logging.getLogger(__name__)
 
@@ -261,45 +260,7 @@ def check_split(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, split: str) 
     return _split_blocks(recipe, split, tokenizer, document_end_id(tokenizer))[1]
 
 
-class Cpt:
-    """Continued pre-training: blocks of raw text, perplexity before and after."""
-
-    name = "cpt"
-
-    def data(self, recipe: Recipe, tokenizer: PreTrainedTokenizerBase, run_dir: Path) -> Splits:
-        return cpt_data(recipe, tokenizer, run_dir)
-
-    def batching(
-        self, recipe: Recipe, cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, device: torch.device
-    ) -> tuple[Collate, LossFn]:
-        return sft_batching(recipe, cfg, tokenizer, device)
-
-    def before_training(
-        self,
-        model: torch.nn.Module,
-        tokenizer: PreTrainedTokenizerBase,
-        train: Examples,
-        validation: Examples | None,
-        recipe: Recipe,
-        run_dir: Path,
-    ) -> None:
-        before_training(model, tokenizer, train, validation, recipe, run_dir)
-
-    def after_training(
-        self,
-        model: torch.nn.Module,
-        tokenizer: PreTrainedTokenizerBase,
-        validation: Examples,
-        recipe: Recipe,
-        run_dir: Path,
-    ) -> dict[str, Any] | None:
-        return after_training(model, tokenizer, validation, recipe, run_dir)
-
-    def sequences(self, train: Examples) -> list[Encoded]:
-        return train
-
-    def check_split(self, recipe: Recipe, tokenizer: PreTrainedTokenizerBase, split: str) -> dict[str, Any]:
-        return check_split(recipe, tokenizer, split)
-
-
-METHOD = Cpt()
+# This module is a `methods.base.Method`: its hooks (mypy checks them in methods/registry.py).
+data = cpt_data
+batching = sft_batching
+sequences = one_sequence_each

@@ -29,7 +29,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from honed.config.schema import DataConfig, Recipe, TrainConfig
 from honed.data.cache import cached_examples
-from honed.data.dataset import Row, SplitReport, fit_length, iter_rows
+from honed.data.dataset import Row, SplitReport, iter_rows, keep_example
 from honed.data.formats import RowError, split_prompt
 from honed.data.tokenize import Encoded, encode_example, render_masked, render_prompt
 from honed.errors import ConfigError, DataError
@@ -50,8 +50,8 @@ from honed.methods.distill_teacher import (
 )
 from honed.models.decoding import generate
 from honed.runs.results import write_data_report
+from honed.training import speed
 from honed.training.loop import Collate, LossFn
-from honed.training.speed import batching
 
 log = logging.getLogger(__name__)
 
@@ -219,13 +219,9 @@ def _encode_answers(
             report.skipped_bad_rows += 1
             report.note(f"{record['location']}: {exc}")
             continue
-        report.token_lengths.append(len(encoded.input_ids))
-        fitted = fit_length(cfg, report, record["location"], (encoded,))
-        if fitted is None:
-            continue
-        encoded = fitted[0]
-        report.label_tokens += encoded.num_labels
-        examples.append(encoded)
+        kept = keep_example(cfg, report, record["location"], encoded)
+        if kept is not None:
+            examples.append(kept)
     report.examples = len(examples)
     if not examples:
         raise DataError(
@@ -244,7 +240,7 @@ def distill_batching(
 ) -> tuple[Collate, LossFn]:
     """Packed or padded batches (with teacher targets in logit mode) and the distillation loss."""
     loss = functools.partial(distill_loss, mix=mix_of(recipe))
-    collate_fn, loss_fn = batching(cfg, tokenizer.pad_token_id, device, loss=loss)
+    collate_fn, loss_fn = speed.batching(cfg, tokenizer.pad_token_id, device, loss=loss)
     return functools.partial(collate_targets, collate=collate_fn, device=device), loss_fn
 
 
@@ -289,45 +285,14 @@ def distill_after(
     return {**found, "validation_rows": len(rows), "kl_to_teacher": {"base": base, "tuned": tuned}}
 
 
-class Distill:
-    """Distillation: teacher answers (sequence mode) or top-k logit targets (logit mode)."""
-
-    name = "distill"
-
-    def data(self, recipe: Recipe, tokenizer: PreTrainedTokenizerBase, run_dir: Path) -> Splits:
-        return distill_data(recipe, tokenizer, run_dir)
-
-    def batching(
-        self, recipe: Recipe, cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, device: torch.device
-    ) -> tuple[Collate, LossFn]:
-        return distill_batching(recipe, cfg, tokenizer, device)
-
-    def before_training(
-        self,
-        model: torch.nn.Module,
-        tokenizer: PreTrainedTokenizerBase,
-        train: Examples,
-        validation: Examples | None,
-        recipe: Recipe,
-        run_dir: Path,
-    ) -> None:
-        distill_before(model, tokenizer, train, validation, recipe, run_dir)
-
-    def after_training(
-        self,
-        model: torch.nn.Module,
-        tokenizer: PreTrainedTokenizerBase,
-        validation: Examples,
-        recipe: Recipe,
-        run_dir: Path,
-    ) -> dict[str, Any] | None:
-        return distill_after(model, tokenizer, validation, recipe, run_dir)
-
-    def sequences(self, train: Examples) -> list[Encoded]:
-        return [e.example if isinstance(e, LogitExample) else e for e in train]
-
-    def check_split(self, recipe: Recipe, tokenizer: PreTrainedTokenizerBase, split: str) -> dict[str, Any]:
-        return sft_check_split(recipe, tokenizer, split)
+# This module is a `methods.base.Method`: its hooks (mypy checks them in methods/registry.py).
+data = distill_data
+batching = distill_batching
+before_training = distill_before
+after_training = distill_after
+check_split = sft_check_split
 
 
-METHOD = Distill()
+def sequences(train: Examples) -> list[Encoded]:
+    """The student's sequences: logit examples carry theirs inside."""
+    return [e.example if isinstance(e, LogitExample) else e for e in train]

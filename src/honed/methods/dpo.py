@@ -29,12 +29,12 @@ import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
 
 from honed.config.schema import DpoConfig, Recipe, TrainConfig
-from honed.data.dataset import BadRows, SplitReport, fit_length, iter_rows, split_source
+from honed.data.dataset import BadRows, SplitReport, fit_length, iter_rows, nothing_usable, split_source
 from honed.data.formats import RowError, to_preference
 from honed.data.tokenize import Encoded, encode_pair, render_masked
-from honed.errors import DataError, TrainingError
+from honed.errors import TrainingError
 from honed.evaluation.likelihood import sequence_nll
-from honed.methods.base import Examples, Splits
+from honed.methods.base import Examples
 from honed.models.nll import DEFAULT_LOSS_CHUNK, collate, sequence_nll_sums
 from honed.runs.results import write_data_report
 from honed.training.loop import Collate, LossFn
@@ -97,11 +97,7 @@ def build_pairs(
     bad.raise_if_any("preference")
     report.examples = len(pairs)
     if not pairs:
-        hint = f"; raise data.max_seq_len (now {cfg.max_seq_len})" if report.too_long else ""
-        raise DataError(
-            f"{split} data: no usable preference pairs out of {report.rows_read} rows "
-            f"({report.skipped_bad_rows} malformed, {report.too_long} too long){hint}"
-        )
+        raise nothing_usable(cfg, report, split, "preference pairs")
     return pairs, report
 
 
@@ -404,45 +400,9 @@ def check_split(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, split: str) 
     return build_pairs(recipe, tokenizer, split)[1].as_dict()
 
 
-class Dpo:
-    """Preference tuning: pairs, cached reference log-probabilities, DPO/IPO/SimPO/ORPO."""
-
-    name = "dpo"
-
-    def data(self, recipe: Recipe, tokenizer: PreTrainedTokenizerBase, run_dir: Path) -> Splits:
-        return dpo_data(recipe, tokenizer, run_dir)
-
-    def batching(
-        self, recipe: Recipe, cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, device: torch.device
-    ) -> tuple[Collate, LossFn]:
-        return dpo_batching(recipe, cfg, tokenizer, device)
-
-    def before_training(
-        self,
-        model: torch.nn.Module,
-        tokenizer: PreTrainedTokenizerBase,
-        train: Examples,
-        validation: Examples | None,
-        recipe: Recipe,
-        run_dir: Path,
-    ) -> None:
-        attach_reference(model, tokenizer, train, validation, recipe, run_dir)
-
-    def after_training(
-        self,
-        model: torch.nn.Module,
-        tokenizer: PreTrainedTokenizerBase,
-        validation: Examples,
-        recipe: Recipe,
-        run_dir: Path,
-    ) -> dict[str, Any] | None:
-        return preference_metrics(model, tokenizer, validation, recipe, run_dir)
-
-    def sequences(self, train: Examples) -> list[Encoded]:
-        return pair_sequences(train)
-
-    def check_split(self, recipe: Recipe, tokenizer: PreTrainedTokenizerBase, split: str) -> dict[str, Any]:
-        return check_split(recipe, tokenizer, split)
-
-
-METHOD = Dpo()
+# This module is a `methods.base.Method`: its hooks (mypy checks them in methods/registry.py).
+data = dpo_data
+batching = dpo_batching
+before_training = attach_reference
+after_training = preference_metrics
+sequences = pair_sequences

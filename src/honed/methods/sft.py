@@ -11,11 +11,11 @@ from transformers import PreTrainedTokenizerBase
 
 from honed.config.schema import Recipe, TrainConfig
 from honed.data.cache import cached_examples
-from honed.data.tokenize import Encoded, render_masked
-from honed.methods.base import Examples, Splits, sft_check_split
+from honed.data.tokenize import render_masked
+from honed.methods.base import Examples, Splits, one_sequence_each, sft_check_split
 from honed.runs.results import write_data_report
+from honed.training import speed
 from honed.training.loop import Collate, LossFn
-from honed.training.speed import batching
 
 
 def sft_data(recipe: Recipe, tokenizer: PreTrainedTokenizerBase, run_dir: Path) -> Splits:
@@ -34,48 +34,33 @@ def sft_batching(
     recipe: Recipe, cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, device: torch.device
 ) -> tuple[Collate, LossFn]:
     """Packed or padded batches and the completion loss."""
-    return batching(cfg, tokenizer.pad_token_id, device)
+    return speed.batching(cfg, tokenizer.pad_token_id, device)
 
 
-class Sft:
-    """Supervised fine-tuning: no pass before or after training, one sequence per example."""
-
-    name = "sft"
-
-    def data(self, recipe: Recipe, tokenizer: PreTrainedTokenizerBase, run_dir: Path) -> Splits:
-        return sft_data(recipe, tokenizer, run_dir)
-
-    def batching(
-        self, recipe: Recipe, cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, device: torch.device
-    ) -> tuple[Collate, LossFn]:
-        return sft_batching(recipe, cfg, tokenizer, device)
-
-    def before_training(
-        self,
-        model: torch.nn.Module,
-        tokenizer: PreTrainedTokenizerBase,
-        train: Examples,
-        validation: Examples | None,
-        recipe: Recipe,
-        run_dir: Path,
-    ) -> None:
-        return None
-
-    def after_training(
-        self,
-        model: torch.nn.Module,
-        tokenizer: PreTrainedTokenizerBase,
-        validation: Examples,
-        recipe: Recipe,
-        run_dir: Path,
-    ) -> dict[str, Any] | None:
-        return None
-
-    def sequences(self, train: Examples) -> list[Encoded]:
-        return train
-
-    def check_split(self, recipe: Recipe, tokenizer: PreTrainedTokenizerBase, split: str) -> dict[str, Any]:
-        return sft_check_split(recipe, tokenizer, split)
+# This module is a `methods.base.Method`: its hooks (mypy checks them in methods/registry.py).
+data = sft_data
+batching = sft_batching
+sequences = one_sequence_each
+check_split = sft_check_split
 
 
-METHOD = Sft()
+def before_training(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    train: Examples,
+    validation: Examples | None,
+    recipe: Recipe,
+    run_dir: Path,
+) -> None:
+    """SFT needs no pass over the base model before training."""
+
+
+def after_training(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    validation: Examples,
+    recipe: Recipe,
+    run_dir: Path,
+) -> dict[str, Any] | None:
+    """SFT's held-out metrics are the eval task's; it has none of its own."""
+    return None

@@ -23,7 +23,8 @@ from honed.errors import ResourceError
 from honed.evaluation.evaluate import build_eval
 from honed.evaluation.run import score_base, score_tuned
 from honed.evaluation.summary import write_summary
-from honed.methods.base import Examples, get_method
+from honed.methods.base import Examples
+from honed.methods.registry import get_method
 from honed.models.load import load_tokenizer, resolve_base, resolve_device
 from honed.models.lora import count_parameters
 from honed.models.prepare import check_adapter_backend, load_training_model, prepare_model

@@ -33,7 +33,7 @@ from honed.config.load import dump_recipe
 from honed.config.schema import Recipe
 from honed.errors import ConfigError, HonedError, TrainingInterrupted
 from honed.evaluation.registry import build_task
-from honed.methods.base import get_method
+from honed.methods.registry import get_method
 from honed.models.load import load_tokenizer, resolve_base
 from honed.pipeline.finetune import finetune
 from honed.training.loop import OnValidation, total_steps

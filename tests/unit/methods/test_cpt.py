@@ -120,7 +120,7 @@ def _run(path: Path) -> Path:
 
 
 def test_validate_reports_documents_and_blocks(cpt_recipe, tiny_tokenizer) -> None:
-    from honed.methods.base import validate
+    from honed.methods.registry import validate
 
     report = validate(cpt_recipe(), tiny_tokenizer)
     assert report["train"]["documents"] == 12 and report["train"]["rows_read"] == 12

@@ -13,9 +13,9 @@ from honed.config.load import load_recipe
 from honed.data.tokenize import IGNORE, encode_example, render_prompt
 from honed.errors import ConfigError, DataError
 from honed.methods import distill_teacher
-from honed.methods.distill import METHOD
 from honed.methods.distill_logits import LogitExample, collate_targets, mean_kl, mix_of, teacher_topk
 from honed.methods.distill_loss import Mix, distill_loss
+from honed.methods.registry import get_method
 from honed.models.decoding import generate
 from honed.models.load import load_model, load_tokenizer
 from honed.models.nll import collate
@@ -25,6 +25,8 @@ from honed.pipeline.finetune import train_model
 from honed.training.packing import collate_packed, packed_attention
 
 CPU = torch.device("cpu")
+
+METHOD = get_method("distill")
 
 
 @pytest.fixture(autouse=True)

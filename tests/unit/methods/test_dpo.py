@@ -315,7 +315,7 @@ def test_finetune_with_dpo_writes_reward_metrics(tmp_path, tiny_model_dir):
 def test_validate_counts_pairs_and_the_memory_check_counts_both_sequences(
     tmp_path, tiny_model_dir, tiny_tokenizer
 ):
-    from honed.methods.base import validate
+    from honed.methods.registry import validate
     from honed.sizing.fit import workload_of
 
     recipe = _recipe(tmp_path, tiny_model_dir, "train.batch_size=2", "train.packing=true")
